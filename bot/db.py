@@ -1,0 +1,101 @@
+"""Engines, sessions and migrations for SQLite and PostgreSQL.
+
+Writes go through `Database.write()`. On SQLite the write engine holds a single
+connection, so writers in this process queue on the pool instead of spinning in
+SQLite's busy handler, and each write transaction starts with BEGIN IMMEDIATE so
+another process (the CLI, say) cannot deadlock it. WAL with synchronous=FULL
+makes a commit durable before the webhook answers 2xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _normalized(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 5},
+        pool_size=1 if writer else 8,
+        max_overflow=0 if writer else 8,
+        pool_timeout=30,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below rule
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The bot's database: a writer and a reader engine (the same one on PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = _normalized(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self.writer = _sqlite_engine(self.url, writer=True)
+            self.reader = _sqlite_engine(self.url, writer=False)
+        else:
+            self.writer = self.reader = create_engine(
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose transaction commits on exit and rolls back on error."""
+        with Session(self.writer, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.reader, expire_on_commit=False) as session:
+            yield session
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (safe to run from several replicas)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.writer.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database errors worth a retry by the caller (busy, locked, connection lost)."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -1,0 +1,155 @@
+"""The routing file: which tier, channel, team and runbook an alert gets.
+
+A flat, ordered list of routes in the spirit of Alertmanager's routing tree:
+the first route whose matchers all hold wins, and the last route must match
+everything so that no alert is ever unrouted. The file is validated when it is
+loaded; every error names the key that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.domain.durations import parse_duration
+from bot.domain.matchers import Matcher, MatcherError, match_all
+
+SUPPORTED_VERSIONS = (1,)
+
+
+class Tier(StrEnum):
+    L0 = "L0"  # the bot handles it: record, post to Slack, run diagnostics; nobody woken
+    L1 = "L1"  # the platform on-call engineer is paged
+    RECORD = "record"  # recorded only: no Slack message, no page
+
+    @property
+    def pages(self) -> bool:
+        return self is Tier.L1
+
+    @property
+    def posts(self) -> bool:
+        return self is not Tier.RECORD
+
+
+class RoutingError(ValueError):
+    """The routing file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    matchers: tuple[Matcher, ...]
+    tier: Tier
+    channel: str | None
+    team: str | None
+    runbook: str | None
+    group_by: tuple[str, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return match_all(self.matchers, labels)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    routes: tuple[Route, ...]
+    reopen_window: timedelta
+
+    def route(self, labels: Mapping[str, str]) -> Route:
+        """The first matching route; the validated last route matches everything."""
+        for route in self.routes:
+            if route.matches(labels):
+                return route
+        return self.routes[-1]
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    return parse_duration(str(value))
+
+
+class _RouteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    matchers: list[str] = []
+    tier: Tier
+    channel: str | None = None
+    team: str | None = None
+    runbook: str | None = None
+    group_by: list[str] | None = None
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse_matchers(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                Matcher.parse(text)
+            except MatcherError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class _Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group_by: list[str] = ["alertname", "model", "environment"]
+    reopen_window: timedelta = timedelta(hours=1)
+
+    @field_validator("reopen_window", mode="before")
+    @classmethod
+    def _parse_window(cls, value: Any) -> timedelta:
+        return _duration(value)
+
+
+class _RoutingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    defaults: _Defaults = _Defaults()
+    routes: list[_RouteSpec] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported version {value}; this bot reads {SUPPORTED_VERSIONS}")
+        return value
+
+
+def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConfig:
+    """Validate a decoded routing document and build the config."""
+    try:
+        spec = _RoutingSpec.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise RoutingError(f"{source}: {problems}") from None
+    names = [r.name for r in spec.routes]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise RoutingError(f"{source}: routes: the name {duplicate!r} is used twice")
+    if spec.routes[-1].matchers:
+        raise RoutingError(
+            f"{source}: routes[{len(spec.routes) - 1}] ({spec.routes[-1].name!r}): "
+            "the last route is the default and must have no matchers"
+        )
+    routes = tuple(
+        Route(
+            name=r.name,
+            matchers=tuple(Matcher.parse(m) for m in r.matchers),
+            tier=r.tier,
+            channel=r.channel,
+            team=r.team,
+            runbook=r.runbook,
+            group_by=tuple(r.group_by if r.group_by is not None else spec.defaults.group_by),
+        )
+        for r in spec.routes
+    )
+    return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window)

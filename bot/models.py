@@ -1,0 +1,112 @@
+"""SQLModel tables: the incident record and the outbox of owed deliveries.
+
+Datetimes are timezone-aware UTC: SQLModel's UTCDateTime refuses naive values
+and returns UTC from both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Incident(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=64)  # PagerDuty dedup_key, stable across reopen
+    group_key: str
+    group_hash: str = Field(index=True, max_length=32)
+    # Equal to group_hash while the incident is open, NULL once resolved: a unique
+    # index on it lets the database itself refuse a second open incident per group.
+    open_group_hash: str | None = Field(default=None, unique=True, max_length=32)
+    title: str
+    state: str = Field(index=True, max_length=16)
+    tier: str = Field(max_length=16)
+    route: str
+    team: str | None = None
+    runbook: str | None = None
+    channel: str | None = None
+    model: str | None = Field(default=None, index=True)
+    version: str | None = None
+    environment: str | None = None
+    severity: str | None = None
+    source: str
+    labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    silence_id: int | None = None
+    paged: bool = False
+    triggered_at: datetime
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = Field(default=None, index=True)
+    resolved_by: str | None = None
+    reopen_count: int = 0
+    alert_count: int = 0
+    last_alert_at: datetime
+    slack_channel_id: str | None = None
+    slack_ts: str | None = None
+
+
+class AlertOccurrence(SQLModel, table=True):
+    """One distinct alert (by fingerprint) within an incident; repeats bump `repeats`."""
+
+    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id")
+    fingerprint: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    source: str
+    labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    annotations: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    repeats: int = 0
+
+
+class TimelineEntry(SQLModel, table=True):
+    __table_args__ = (Index("ix_timeline_incident_at", "incident_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id")
+    at: datetime
+    actor: str
+    kind: str = Field(max_length=32)
+    detail: str
+
+
+class Delivery(SQLModel, table=True):
+    """An owed message to PagerDuty or Slack, written in the transaction that owes it."""
+
+    __table_args__ = (
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+        Index("ix_delivery_order", "incident_id", "target", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id")
+    target: str = Field(max_length=16)
+    action: str = Field(max_length=16)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="pending", max_length=16)  # pending | sent | failed
+    attempts: int = 0
+    created_at: datetime
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Silence(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    matchers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    starts_at: datetime
+    ends_at: datetime = Field(index=True)
+    created_by: str
+    comment: str = ""
+    created_at: datetime

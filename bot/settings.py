@@ -1,0 +1,123 @@
+"""Configuration from the environment (12-factor), validated once at start.
+
+The variable names are a public contract. A bad value stops the process with a
+message naming the variable (see `load_settings`). Secrets are `SecretStr` so
+they never show in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
+
+
+class ConfigurationError(Exception):
+    """Start-up configuration is invalid; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    database_url: str = "sqlite:///oncall-bot.db"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_alert_channel: str = "#ml-alerts"
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com"
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    pagerduty_webhook_secret: SecretStr | None = None
+    # PagerDuty's Events API accepts about 120 events a minute per integration
+    # key and drops the rest; the outbox keeps below this. 0 turns the limit off.
+    pagerduty_events_per_minute: int = Field(default=120, ge=0)
+    alert_webhook_token: SecretStr | None = None
+    alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    oncall_config: Path = DEFAULT_ROUTING_FILE
+    oncall_ca_bundle: Path | None = None
+    outbox_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        # slack_sdk joins method names with urljoin, which drops a last path
+        # segment that lacks its slash.
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("pagerduty_events_url", "pagerduty_api_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (the PagerDuty client refuses plain http)")
+        return value.rstrip("/")
+
+    @field_validator("oncall_config")
+    @classmethod
+    def _readable_config(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"no routing file at {value}")
+        return value
+
+    @field_validator("oncall_ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            if not value.is_file():
+                raise ValueError(f"no CA bundle at {value}")
+            if b"-----BEGIN CERTIFICATE-----" not in value.read_bytes():
+                raise ValueError(f"{value} holds no PEM certificate")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def paging_enabled(self) -> bool:
+        return self.pagerduty_routing_key is not None
+
+    def disabled_deliveries(self) -> list[str]:
+        """Plain-language lines for start-up: what will not be delivered, and why."""
+        lines = []
+        if not self.slack_enabled:
+            lines.append("Slack messages are disabled: SLACK_BOT_TOKEN is not set")
+        if not self.paging_enabled:
+            lines.append("PagerDuty pages are disabled: PAGERDUTY_ROUTING_KEY is not set")
+        if self.alert_webhook_token is None:
+            lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
+        return lines
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the environment; raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
