@@ -1,0 +1,1 @@
+"""One module per outside service, each implementing a port from bot.ports."""

@@ -1,0 +1,129 @@
+"""oncall-bot: serve the bot, migrate its database, test routes, manage silences."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bot.clock import utcnow
+from bot.db import Database
+from bot.domain.durations import format_duration, parse_duration
+from bot.domain.incident import group_key
+from bot.domain.matchers import MatcherError
+from bot.domain.routing import RoutingError
+from bot.routing_file import load_routing
+from bot.settings import ConfigurationError, Settings, load_settings
+from bot.silences import add_silence, expire_silence, list_silences
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.main import create_app
+
+    print(f"oncall-bot: database {Database(settings.database_url).writer.url!r}, "
+          f"listening on http://{args.host}:{args.port}", file=sys.stderr)
+    for line in settings.disabled_deliveries():
+        print(f"oncall-bot: {line}", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def _upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    Database(settings.database_url).upgrade()
+    print("database is at the newest schema")
+    return 0
+
+
+def _routes_test(settings: Settings, args: argparse.Namespace) -> int:
+    labels = {}
+    for pair in args.labels:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            print(f"error: {pair!r} is not name=value", file=sys.stderr)
+            return 2
+        labels[name] = value
+    routing = load_routing(settings.oncall_config)
+    route = routing.route(labels)
+    print(f"route:   {route.name}\ntier:    {route.tier.value}\n"
+          f"channel: {route.channel or settings.slack_alert_channel}\n"
+          f"team:    {route.team or '-'}\nrunbook: {route.runbook or '-'}\n"
+          f"group:   {group_key(labels, route.group_by)}")
+    return 0
+
+
+def _silence(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.database_url)
+    db.upgrade()
+    now = utcnow()
+    with db.write() as session:
+        if args.silence_command == "add":
+            silence = add_silence(args.matchers, parse_duration(args.duration), session=session,
+                                  now=now, created_by=args.by, comment=args.comment)
+            print(f"silence #{silence.id} until {silence.ends_at:%Y-%m-%d %H:%M} UTC: "
+                  f"{' '.join(silence.matchers)}")
+        elif args.silence_command == "list":
+            for silence in list_silences(session=session, now=now):
+                print(f"#{silence.id}  {' '.join(silence.matchers)}  ends in "
+                      f"{format_duration(silence.ends_at - now)}  by {silence.created_by}"
+                      f"{'  — ' + silence.comment if silence.comment else ''}")
+        elif expire_silence(args.id, session=session, now=now) is None:
+            print(f"error: no silence #{args.id} in force", file=sys.stderr)
+            return 1
+        else:
+            print(f"silence #{args.id} expired")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="oncall-bot", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server and the delivery worker")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(run=_upgrade)
+
+    routes = commands.add_parser("routes", help="the routing file")
+    routes_commands = routes.add_subparsers(dest="routes_command", required=True)
+    test = routes_commands.add_parser("test", help="which route would these labels take?")
+    test.add_argument("labels", nargs="+", metavar="name=value")
+    test.set_defaults(run=_routes_test)
+
+    silence = commands.add_parser("silence", help="silences: record alerts without paging")
+    silence_commands = silence.add_subparsers(dest="silence_command", required=True)
+    add = silence_commands.add_parser("add", help="silence alerts matching all matchers")
+    add.add_argument("matchers", nargs="+", metavar="matcher",
+                     help='e.g. model="churn" severity=~"critical|page"')
+    add.add_argument("--for", dest="duration", default="2h", help="how long (default 2h)")
+    add.add_argument("--comment", default="")
+    add.add_argument("--by", default=os.environ.get("USER", "cli"))
+    silence_commands.add_parser("list", help="silences in force")
+    expire = silence_commands.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", type=int)
+    silence.set_defaults(run=_silence)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return args.run(settings, args)
+    except (ConfigurationError, RoutingError, MatcherError, ValueError) as exc:
+        print(f"oncall-bot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""Queries and writes over the incident record; every function takes `session=`.
+
+`apply_alerts` is the heart of intake: in the caller's transaction it groups
+alerts into incidents, moves their states, writes the timeline and enqueues in
+the outbox what the change owes PagerDuty and Slack.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.incident import (
+    IncidentState,
+    Owed,
+    group_hash,
+    group_key,
+    owed_for_change,
+)
+from bot.domain.matchers import Matcher, match_all
+from bot.domain.pages import trigger_payload
+from bot.domain.routing import Route, RoutingConfig, Tier
+from bot.models import AlertOccurrence, Delivery, Incident, Silence, TimelineEntry
+
+OPEN_STATES = (IncidentState.TRIGGERED.value, IncidentState.ACKNOWLEDGED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Which outside systems are configured; nothing is owed to one that is not."""
+
+    slack: bool
+    pagerduty: bool
+    default_channel: str
+
+
+@dataclass(slots=True)
+class IngestResult:
+    opened: list[int] = field(default_factory=list)
+    changed: set[int] = field(default_factory=set)
+    deliveries: int = 0
+
+
+def active_silences(*, session: Session, now: datetime) -> list[tuple[int, tuple[Matcher, ...]]]:
+    rows = session.exec(
+        select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now)
+    ).all()
+    return [(s.id, tuple(Matcher.parse(m) for m in s.matchers)) for s in rows]  # type: ignore[misc]
+
+
+def add_timeline(
+    incident: Incident, kind: str, detail: str, *, session: Session, actor: str, now: datetime
+) -> None:
+    session.add(
+        TimelineEntry(incident_id=incident.id, at=now, actor=actor, kind=kind, detail=detail)
+    )
+
+
+def owe(
+    incident: Incident,
+    change: str,
+    *,
+    session: Session,
+    policy: DeliveryPolicy,
+    now: datetime,
+    reply: str | None = None,
+) -> int:
+    """Enqueue what `change` owes; returns how many deliveries were written."""
+    tier = Tier(incident.tier)
+    owed = owed_for_change(
+        change,
+        pages=tier.pages and incident.silence_id is None,
+        posts=tier.posts and incident.silence_id is None,
+        paged_before=incident.paged,
+    )
+    written = 0
+    for item in owed:
+        if item.target == "pagerduty" and not policy.pagerduty:
+            if item.action == "trigger":
+                add_timeline(incident, "page_skipped", "not paged: PagerDuty is not configured",
+                             session=session, actor="bot", now=now)
+            continue
+        if item.target == "slack" and not policy.slack:
+            continue
+        if item.target == "pagerduty" and item.action == "trigger":
+            incident.paged = True
+        session.add(
+            Delivery(
+                incident_id=incident.id,  # type: ignore[arg-type]
+                target=item.target,
+                action=item.action,
+                payload=_payload(incident, item, reply),
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+        written += 1
+    return written
+
+
+def _payload(incident: Incident, item: Owed, reply: str | None) -> dict[str, Any]:
+    if item.target == "pagerduty":
+        body: dict[str, Any] = {"dedup_key": incident.key}
+        if item.action == "trigger":
+            body["payload"] = trigger_payload(
+                title=incident.title,
+                severity=incident.severity,
+                model=incident.model,
+                environment=incident.environment,
+                alertname=incident.labels.get("alertname", ""),
+                incident_id=incident.id,  # type: ignore[arg-type]
+                labels=incident.labels,
+                source=incident.source,
+            )
+        return body
+    if item.action == "reply":
+        return {"text": reply or ""}
+    return {}
+
+
+def _silence_for(alert: Alert, silences: Sequence[tuple[int, tuple[Matcher, ...]]]) -> int | None:
+    for silence_id, matchers in silences:
+        if match_all(matchers, alert.labels):
+            return silence_id
+    return None
+
+
+def _describe(alert: Alert) -> str:
+    who = " ".join(
+        f"{name}={value}"
+        for name, value in (("model", alert.model), ("version", alert.version),
+                            ("env", alert.environment))
+        if value
+    )
+    return f"{alert.alertname or 'alert'} {who}".strip() + f": {alert.summary}"
+
+
+class _Batch:
+    """Applies one batch of alerts inside the caller's transaction."""
+
+    def __init__(self, session: Session, routing: RoutingConfig, policy: DeliveryPolicy,
+                 now: datetime) -> None:
+        self.session = session
+        self.routing = routing
+        self.policy = policy
+        self.now = now
+        self.silences = active_silences(session=session, now=now)
+        self.open_by_hash: dict[str, Incident | None] = {}
+        self.reopened: set[int] = set()
+        self.result = IngestResult()
+
+    def timeline(self, incident: Incident, kind: str, detail: str, actor: str) -> None:
+        add_timeline(incident, kind, detail, session=self.session, actor=actor, now=self.now)
+
+    def owe(self, incident: Incident, change: str, reply: str | None = None) -> None:
+        self.result.deliveries += owe(incident, change, session=self.session,
+                                      policy=self.policy, now=self.now, reply=reply)
+        self.result.changed.add(incident.id)  # type: ignore[arg-type]
+
+    def open_incident(self, ghash: str) -> Incident | None:
+        if ghash not in self.open_by_hash:
+            self.open_by_hash[ghash] = self.session.exec(
+                select(Incident).where(Incident.open_group_hash == ghash)
+            ).first()
+        return self.open_by_hash[ghash]
+
+    def apply(self, alert: Alert) -> None:
+        route = self.routing.route(alert.labels)
+        key = group_key(alert.labels, route.group_by)
+        ghash = group_hash(key)
+        incident = self.open_incident(ghash)
+        if alert.status is AlertStatus.FIRING:
+            self.firing(alert, route, key, ghash, incident)
+        elif incident is not None:
+            self.resolved(alert, incident)
+
+    def firing(self, alert: Alert, route: Route, key: str, ghash: str,
+               incident: Incident | None) -> None:
+        if incident is None:
+            incident = self.reopenable(ghash)
+            if incident is not None:
+                self.reopen(incident, ghash, alert)
+            else:
+                incident = self.open(alert, route, key, ghash)
+        occurrence = self.session.exec(
+            select(AlertOccurrence).where(
+                AlertOccurrence.incident_id == incident.id,
+                AlertOccurrence.fingerprint == alert.fingerprint,
+            )
+        ).first()
+        incident.last_alert_at = self.now
+        if occurrence is None:
+            self.session.add(self.occurrence(incident, alert))
+            incident.alert_count += 1
+            if incident.alert_count > 1:
+                self.timeline(incident, "alert_joined", _describe(alert), alert.source)
+                self.owe(incident, "joined", reply=f"Another alert joined: {_describe(alert)}")
+        elif occurrence.status == AlertStatus.RESOLVED.value:
+            occurrence.status = AlertStatus.FIRING.value
+            occurrence.starts_at = alert.starts_at or occurrence.starts_at
+            occurrence.ends_at = None
+            occurrence.last_seen_at = self.now
+            if incident.id not in self.reopened:
+                self.timeline(incident, "alert_refired", _describe(alert), alert.source)
+                self.owe(incident, "refired", reply=f"Fired again: {_describe(alert)}")
+        else:
+            occurrence.repeats += 1
+            occurrence.last_seen_at = self.now
+
+    def occurrence(self, incident: Incident, alert: Alert) -> AlertOccurrence:
+        return AlertOccurrence(
+            incident_id=incident.id,  # type: ignore[arg-type]
+            fingerprint=alert.fingerprint,
+            status=alert.status.value,
+            source=alert.source,
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            starts_at=alert.starts_at,
+            ends_at=alert.ends_at,
+            first_seen_at=self.now,
+            last_seen_at=self.now,
+        )
+
+    def reopenable(self, ghash: str) -> Incident | None:
+        since = self.now - self.routing.reopen_window
+        return self.session.exec(
+            select(Incident)
+            .where(Incident.group_hash == ghash, Incident.state == IncidentState.RESOLVED.value,
+                   col(Incident.resolved_at) >= since)
+            .order_by(col(Incident.resolved_at).desc())
+        ).first()
+
+    def open(self, alert: Alert, route: Route, key: str, ghash: str) -> Incident:
+        silence_id = _silence_for(alert, self.silences)
+        incident = Incident(
+            key=uuid.uuid4().hex,
+            group_key=key,
+            group_hash=ghash,
+            open_group_hash=ghash,
+            title=_describe(alert),
+            state=IncidentState.TRIGGERED.value,
+            tier=route.tier.value,
+            route=route.name,
+            team=route.team,
+            runbook=route.runbook,
+            channel=route.channel or self.policy.default_channel,
+            model=alert.model,
+            version=alert.version,
+            environment=alert.environment,
+            severity=alert.severity or None,
+            source=alert.source,
+            labels=dict(alert.labels),
+            silence_id=silence_id,
+            triggered_at=self.now,
+            last_alert_at=self.now,
+        )
+        self.session.add(incident)
+        self.session.flush()
+        self.open_by_hash[ghash] = incident
+        self.result.opened.append(incident.id)  # type: ignore[arg-type]
+        self.timeline(incident, "opened",
+                      f"{route.tier.value} via route {route.name!r}: {incident.title}", alert.source)
+        if silence_id is not None:
+            self.timeline(incident, "silenced", f"matched silence #{silence_id}: recorded, not paged",
+                          "bot")
+        self.owe(incident, "opened")
+        return incident
+
+    def reopen(self, incident: Incident, ghash: str, alert: Alert) -> None:
+        incident.state = IncidentState.TRIGGERED.value
+        incident.open_group_hash = ghash
+        incident.resolved_at = None
+        incident.resolved_by = None
+        incident.acknowledged_at = None
+        incident.acknowledged_by = None
+        incident.reopen_count += 1
+        self.open_by_hash[ghash] = incident
+        self.reopened.add(incident.id)  # type: ignore[arg-type]
+        self.timeline(incident, "reopened",
+                      f"fired again within the reopen window: {_describe(alert)}", alert.source)
+        self.owe(incident, "reopened", reply=f"Reopened: {_describe(alert)}")
+
+    def resolved(self, alert: Alert, incident: Incident) -> None:
+        occurrence = self.session.exec(
+            select(AlertOccurrence).where(
+                AlertOccurrence.incident_id == incident.id,
+                AlertOccurrence.fingerprint == alert.fingerprint,
+            )
+        ).first()
+        if occurrence is None or occurrence.status == AlertStatus.RESOLVED.value:
+            return
+        occurrence.status = AlertStatus.RESOLVED.value
+        occurrence.ends_at = alert.ends_at or self.now
+        occurrence.last_seen_at = self.now
+        self.session.flush()
+        still_firing = self.session.exec(
+            select(func.count()).select_from(AlertOccurrence).where(
+                AlertOccurrence.incident_id == incident.id,
+                AlertOccurrence.status == AlertStatus.FIRING.value,
+            )
+        ).one()
+        if still_firing:
+            self.timeline(incident, "alert_resolved", _describe(alert), alert.source)
+            return
+        resolve(incident, session=self.session, policy=self.policy, now=self.now,
+                actor=alert.source, detail="all alerts resolved")
+        self.result.changed.add(incident.id)  # type: ignore[arg-type]
+        self.open_by_hash[incident.group_hash] = None
+
+
+def apply_alerts(
+    alerts: Sequence[Alert],
+    *,
+    session: Session,
+    routing: RoutingConfig,
+    policy: DeliveryPolicy,
+    now: datetime,
+) -> IngestResult:
+    batch = _Batch(session, routing, policy, now)
+    for alert in alerts:
+        batch.apply(alert)
+    return batch.result
+
+
+def resolve(
+    incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime, actor: str,
+    detail: str,
+) -> None:
+    incident.state = IncidentState.RESOLVED.value
+    incident.open_group_hash = None
+    incident.resolved_at = now
+    incident.resolved_by = actor
+    add_timeline(incident, "resolved", detail, session=session, actor=actor, now=now)
+    owe(incident, "resolved", session=session, policy=policy, now=now)
+
+
+# --- outbox -----------------------------------------------------------------
+
+
+def claim_due(
+    *, session: Session, now: datetime, lease: timedelta, limit: int,
+    held: Sequence[str] = (),
+) -> list[Delivery]:
+    """Lease the due deliveries that are next in line for their incident and target.
+
+    Deliveries of one incident to one target go strictly in order (a trigger
+    before its resolve, the first Slack post before any update), so a delivery
+    is only due when no earlier one for the same pair is still pending.
+    """
+    prior = aliased(Delivery)
+    blocked = (
+        select(prior.id)
+        .where(
+            prior.incident_id == Delivery.incident_id,
+            prior.target == Delivery.target,
+            prior.state == "pending",
+            prior.id < Delivery.id,
+        )
+        .exists()
+    )
+    rows = session.exec(
+        select(Delivery)
+        .where(
+            Delivery.state == "pending",
+            Delivery.next_attempt_at <= now,
+            (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
+            ~blocked,
+            col(Delivery.target).not_in(held),
+        )
+        .order_by(col(Delivery.id))
+        .limit(limit)
+    ).all()
+    claimed = []
+    for row in rows:
+        taken = session.exec(  # type: ignore[call-overload]
+            update(Delivery)
+            .where(
+                col(Delivery.id) == row.id,
+                Delivery.state == "pending",
+                (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
+            )
+            .values(lease_until=now + lease)
+        )
+        if taken.rowcount == 1:
+            claimed.append(row)
+    return claimed
+
+
+def finish_delivery(
+    delivery_id: int,
+    *,
+    session: Session,
+    now: datetime,
+    outcome: str,
+    error: str | None = None,
+    retry_at: datetime | None = None,
+) -> None:
+    """Record a delivery attempt: `sent`, `failed` (permanent) or `retry` at `retry_at`."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        return
+    delivery.attempts += 1
+    delivery.lease_until = None
+    delivery.last_error = error
+    if outcome == "sent":
+        delivery.state = "sent"
+        delivery.sent_at = now
+    elif outcome == "failed":
+        delivery.state = "failed"
+    else:
+        delivery.next_attempt_at = retry_at or now
+
+
+def record_slack_message(
+    incident_id: int, *, session: Session, channel_id: str, ts: str
+) -> None:
+    incident = session.get(Incident, incident_id)
+    if incident is not None:
+        incident.slack_channel_id = channel_id
+        incident.slack_ts = ts
+
+
+def pending_syncs(incident_id: int, *, session: Session) -> list[int]:
+    """Ids of the Slack syncs still owed for an incident, read with the state they will show."""
+    return list(session.exec(
+        select(Delivery.id).where(
+            Delivery.incident_id == incident_id,
+            Delivery.target == "slack",
+            Delivery.action == "sync",
+            Delivery.state == "pending",
+        )
+    ).all())
+
+
+def coalesce_syncs(ids: Sequence[int], *, session: Session, into: int, now: datetime) -> None:
+    """Mark Slack syncs sent that the message just sent already satisfies: they were
+    committed before it was rendered, so it shows the state they were owed for."""
+    if ids:
+        session.exec(  # type: ignore[call-overload]
+            update(Delivery)
+            .where(col(Delivery.id).in_(ids), Delivery.state == "pending", col(Delivery.id) != into)
+            .values(state="sent", sent_at=now, last_error=f"coalesced into delivery {into}")
+        )
+
+
+def timeline(incident_id: int, *, session: Session) -> list[TimelineEntry]:
+    return list(session.exec(
+        select(TimelineEntry).where(TimelineEntry.incident_id == incident_id)
+        .order_by(col(TimelineEntry.id))
+    ).all())
+
+
+def incident_counts(*, session: Session) -> dict[str, int]:
+    rows = session.exec(select(Incident.state, func.count()).group_by(Incident.state)).all()
+    return {state: count for state, count in rows}
+
+
+def delivery_counts(*, session: Session) -> dict[tuple[str, str], int]:
+    rows = session.exec(
+        select(Delivery.target, Delivery.state, func.count())
+        .where(Delivery.state != "sent")
+        .group_by(Delivery.target, Delivery.state)
+    ).all()
+    return {(target, state): count for target, state, count in rows}

@@ -1,0 +1,1 @@
+"""HTTP edges: translate requests into core calls and results into responses."""
