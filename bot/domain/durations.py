@@ -23,7 +23,7 @@ def format_duration(delta: timedelta) -> str:
     if seconds < 60:
         return f"{seconds}s"
     out = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, seconds = divmod(seconds, size)
         if count:
             out.append(f"{count}{unit}")

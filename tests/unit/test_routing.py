@@ -1,0 +1,96 @@
+"""Routing file validation and first-match routing, table-driven."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.domain.matchers import Matcher, MatcherError, MatchType
+from bot.domain.routing import RoutingError, Tier, parse_routing
+from bot.routing_file import load_routing
+from bot.settings import DEFAULT_ROUTING_FILE
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "expected"),
+    [
+        ('severity="critical"', {"severity": "critical"}, True),
+        ("severity=critical", {"severity": "warning"}, False),
+        ('severity=~"critical|page"', {"severity": "page"}, True),
+        ('severity=~"crit"', {"severity": "critical"}, False),  # anchored like Alertmanager
+        ('model!="churn"', {"model": "fraud"}, True),
+        ('model!~"ch.*"', {"model": "churn"}, False),
+        ('team=""', {}, True),  # a missing label is the empty string
+    ],
+)
+def test_matcher_semantics(text, labels, expected):
+    assert Matcher.parse(text).matches(labels) is expected
+
+
+@pytest.mark.parametrize("text", ["severity", "=x", "a b=c", 'a=~"("', "1abc=x"])
+def test_malformed_matchers_are_refused_naming_the_text(text):
+    with pytest.raises(MatcherError, match="matcher"):
+        Matcher.parse(text)
+
+
+def test_matcher_round_trips_through_its_text():
+    matcher = Matcher.parse('env=~"prod|staging"')
+    assert matcher.type is MatchType.REGEX
+    assert Matcher.parse(str(matcher)) == matcher
+
+
+def test_shipped_default_routes_by_severity():
+    routing = load_routing(DEFAULT_ROUTING_FILE)
+    cases = {"critical": Tier.L1, "page": Tier.L1, "warning": Tier.L0, "info": Tier.RECORD,
+             "": Tier.L0, "error": Tier.L0}
+    for severity, tier in cases.items():
+        assert routing.route({"severity": severity}).tier is tier, severity
+    assert routing.reopen_window == timedelta(hours=1)
+    assert routing.route({}).group_by == ("alertname", "model", "environment")
+
+
+def _doc(**overrides):
+    doc = {"version": 1, "routes": [
+        {"name": "churn", "matchers": ['model="churn"'], "tier": "L1", "team": "ds-churn",
+         "runbook": "error-rate", "channel": "#churn", "group_by": ["alertname"]},
+        {"name": "default", "tier": "L0"},
+    ]}
+    doc.update(overrides)
+    return doc
+
+
+def test_first_match_wins_and_carries_its_fields():
+    routing = parse_routing(_doc())
+    route = routing.route({"model": "churn", "severity": "info"})
+    assert (route.name, route.tier, route.team, route.runbook, route.channel, route.group_by) == (
+        "churn", Tier.L1, "ds-churn", "error-rate", "#churn", ("alertname",))
+    assert routing.route({"model": "fraud"}).name == "default"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (_doc(version=2), "version"),
+        (_doc(routes=[]), "routes"),
+        (_doc(routes=[{"name": "a", "tier": "L3"}]), "routes.0.tier"),
+        (_doc(routes=[{"name": "a", "tier": "L0", "colour": "red"}]), "routes.0.colour"),
+        (_doc(routes=[{"name": "a", "tier": "L0", "matchers": ["bad"]}]), "routes.0.matchers"),
+        (_doc(routes=[{"name": "a", "tier": "L0", "matchers": ['x="1"']}]), "last route"),
+        (_doc(routes=[{"name": "a", "tier": "L0"}, {"name": "a", "tier": "L1"}]), "used twice"),
+        (_doc(defaults={"reopen_window": "soon"}), "defaults.reopen_window"),
+        ("just text", "routing file"),
+    ],
+)
+def test_invalid_routing_files_name_the_bad_key(doc, message):
+    with pytest.raises(RoutingError, match=message):
+        parse_routing(doc)
+
+
+def test_load_routing_reports_yaml_errors_with_the_path(tmp_path: Path):
+    path = tmp_path / "routes.yaml"
+    path.write_text("version: [1\n")
+    with pytest.raises(RoutingError, match=str(path)):
+        load_routing(path)
+    path.write_text(yaml.safe_dump(_doc()))
+    assert load_routing(path).routes[0].name == "churn"
