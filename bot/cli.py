@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.clock import utcnow
-from bot.db import Database
+from bot.db import Database, redacted
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.incident import group_key
 from bot.domain.matchers import MatcherError
@@ -24,7 +24,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from bot.main import create_app
 
-    print(f"oncall-bot: database {Database(settings.database_url).writer.url!r}, "
+    print(f"oncall-bot: database {redacted(settings.database_url)}, "
           f"listening on http://{args.host}:{args.port}", file=sys.stderr)
     for line in settings.disabled_deliveries():
         print(f"oncall-bot: {line}", file=sys.stderr)
@@ -34,7 +34,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _upgrade(settings: Settings, _args: argparse.Namespace) -> int:
-    Database(settings.database_url).upgrade()
+    Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds).upgrade()
     print("database is at the newest schema")
     return 0
 
@@ -57,7 +57,7 @@ def _routes_test(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _silence(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
     db.upgrade()
     now = utcnow()
     with db.write() as session:

@@ -15,11 +15,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def redacted(url: str) -> str:
+    """The URL with any password masked, fit for logs and start-up messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _normalized(url: str) -> str:
@@ -28,10 +33,10 @@ def _normalized(url: str) -> str:
     return url
 
 
-def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+def _sqlite_engine(url: str, *, writer: bool, lock_timeout: float) -> Engine:
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": 5},
+        connect_args={"check_same_thread": False, "timeout": lock_timeout},
         pool_size=1 if writer else 8,
         max_overflow=0 if writer else 8,
         pool_timeout=30,
@@ -44,7 +49,7 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -57,15 +62,20 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
 class Database:
     """The bot's database: a writer and a reader engine (the same one on PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_timeout: float = 5.0) -> None:
+        """`lock_timeout`: how long a statement may wait for a lock before it fails
+        (and the webhook answers 503) instead of hanging the sender."""
         self.url = _normalized(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            self.writer = _sqlite_engine(self.url, writer=True)
-            self.reader = _sqlite_engine(self.url, writer=False)
+            self.writer = _sqlite_engine(self.url, writer=True, lock_timeout=lock_timeout)
+            self.reader = _sqlite_engine(self.url, writer=False, lock_timeout=lock_timeout)
         else:
+            timeout_ms = int(lock_timeout * 1000)
             self.writer = self.reader = create_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                connect_args={"connect_timeout": max(1, int(lock_timeout)),
+                              "options": f"-c lock_timeout={timeout_ms}"},
             )
 
     @contextmanager

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     """Build the bot. Nothing connects until the app starts (its lifespan), which
     first migrates the database, then starts the outbox dispatcher."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
     routing = load_routing(settings.oncall_config)
     policy = DeliveryPolicy(slack=settings.slack_enabled, pagerduty=settings.paging_enabled,
                             default_channel=settings.slack_alert_channel)

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     database_url: str = "sqlite:///oncall-bot.db"
+    # How long a write may wait for a database lock before the webhook answers 503.
+    database_lock_timeout_seconds: float = Field(default=5.0, gt=0)
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
