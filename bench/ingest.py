@@ -532,6 +532,7 @@ class TargetReport:
     rss: list[tuple[str, int, float | None, int | None]] = field(default_factory=list)
     standin_counts: dict[str, Any] = field(default_factory=dict)
     profiles: list[str] = field(default_factory=list)
+    log_summary: list[str] = field(default_factory=list)
 
 
 class RssSampler:
@@ -589,6 +590,21 @@ async def drive_throughput(report: TargetReport, poster, path: str, ok: int,
         profiler.stop(spy, "single")
     report.singles.cpu = meter.share
     sampler.sample("after single-alert phase")
+
+
+def summarise_log(path: Path, top: int = 6) -> list[str]:
+    """The most frequent WARNING/ERROR lines of a bot log, numbers and ids blurred."""
+    import re
+
+    if not path.exists():
+        return []
+    seen: Counter = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        if " WARNING " in line or " ERROR " in line or line.startswith(("Traceback", "sqlalchemy",
+                                                                         "psycopg")):
+            message = line.split(" ", 2)[-1] if line[:4].isdigit() else line
+            seen[re.sub(r"\d+(\.\d+)?", "N", message)[:160]] += 1
+    return [f"{n:6d}x  {message}" for message, n in seen.most_common(top)]
 
 
 def create_pg_database() -> tuple[str, str]:
@@ -716,6 +732,7 @@ async def bench_bot(backend: str, work: Workload, args, tmp: Path) -> TargetRepo
         report.standin_counts = standins.ask("counts")
     finally:
         bot.stop()
+        report.log_summary = summarise_log(bot.log_path)
         standins.stop()
         if pg_name:
             drop_pg_database(pg_name)
@@ -914,6 +931,11 @@ def print_report(reports: list[TargetReport], args, work: Workload, total_second
                   f"(refused {c['pd_refused']}), Slack calls {c['slack_calls']} "
                   f"(refused {c['slack_refused']}), API violations {c['violation_count']}"
                   + (f": {c['violations']}" if c["violations"] else ""))
+    for r in bots:
+        if r.log_summary:
+            print(f"bot log ({r.name}), most frequent warnings/errors:")
+            for line in r.log_summary:
+                print(f"  {line}")
     for r in reports:
         for summary in r.profiles:
             print()

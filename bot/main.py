@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         db, pager=pager, chat=chat, metrics=metrics, clock=clock,
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
+        # Longer than one attempt can take (each send is bounded by the timeout).
+        lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )
     pipeline = Pipeline(db, routing=routing, policy=policy, on_owed=dispatcher.wake, clock=clock)
 

@@ -7,7 +7,9 @@ exponentially with jitter, a 429's Retry-After is honoured for the whole
 service, and a refusal that can never succeed marks the row failed (and says so
 on the incident's timeline). Deliveries of one incident to one service go
 strictly in order. Rows are leased while in flight, so several replicas can
-run dispatchers against one PostgreSQL database without sending twice.
+run dispatchers against one PostgreSQL database without sending twice; a lease
+outlives the longest possible attempt, and a crashed holder's lease simply
+expires, after which any replica (or the restarted process) takes the row.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from anyio import to_thread
 from sqlmodel import col, select
 
 from bot import store
@@ -31,7 +34,6 @@ from bot.ports import Chat, Pager, PostedMessage, RetryLater, Undeliverable
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
 BATCH = 50
 CONCURRENCY = 8
 
@@ -70,13 +72,14 @@ def incident_view(incident: Incident, occurrences: list[AlertOccurrence]) -> Inc
 
 class Dispatcher:
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
-                 backoff: Backoff, poll_seconds: float, metrics: Metrics,
-                 clock: Clock = utcnow) -> None:
+                 backoff: Backoff, poll_seconds: float, lease: timedelta,
+                 metrics: Metrics, clock: Clock = utcnow) -> None:
         self.db = db
         self.pager = pager
         self.chat = chat
         self.backoff = backoff
         self.poll_seconds = poll_seconds
+        self.lease = lease
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
@@ -113,10 +116,10 @@ class Dispatcher:
 
         def claim() -> list[Delivery]:
             with self.db.write() as session:
-                return store.claim_due(session=session, now=now, lease=LEASE, limit=BATCH,
+                return store.claim_due(session=session, now=now, lease=self.lease, limit=BATCH,
                                        held=held)
 
-        claimed = await asyncio.to_thread(claim)
+        claimed = await to_thread.run_sync(claim)
         if claimed:
             await asyncio.gather(*(self._deliver(d) for d in claimed))
         return len(claimed)
@@ -148,7 +151,7 @@ class Dispatcher:
             return []
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
-        incident, occurrences, syncs = await asyncio.to_thread(self._load, delivery.incident_id)
+        incident, occurrences, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "reply":
             if not incident.slack_ts:
                 raise Undeliverable("the incident has no Slack message to reply under")
@@ -160,7 +163,7 @@ class Dispatcher:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
         else:
             posted = await self.chat.post(incident.channel or "", text, blocks)
-            await asyncio.to_thread(self._remember_message, delivery.incident_id, posted)
+            await to_thread.run_sync(self._remember_message, delivery.incident_id, posted)
         return syncs
 
     def _load(self, incident_id: int) -> tuple[Incident, list[AlertOccurrence], list[int]]:
@@ -214,7 +217,7 @@ class Dispatcher:
                                        f"{delivery.target} {delivery.action} refused: {error}",
                                        session=session, actor="bot", now=now)
 
-        await asyncio.to_thread(write)
+        await to_thread.run_sync(write)
         self.metrics.delivery_outcome(delivery.target, outcome,
                                       (now - delivery.created_at).total_seconds())
 

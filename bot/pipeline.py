@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 
 from bot import store
@@ -37,7 +37,7 @@ class Pipeline:
         Transient database errors (busy, down) propagate: the caller answers 503
         so that the sender retries.
         """
-        result = await asyncio.to_thread(self._ingest, alerts)
+        result = await to_thread.run_sync(self._ingest, alerts)
         if result.deliveries:
             self.on_owed()
         return result

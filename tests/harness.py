@@ -113,5 +113,13 @@ class BotProcess:
                 for table in ("incident", "alertoccurrence", "timelineentry", "delivery",
                               "silence")}
 
+    def until(self, condition, *, timeout: float = 10.0, what: str = "condition"):
+        """wait_for, with the end of the bot's log in the failure message."""
+        try:
+            return wait_for(condition, timeout=timeout, what=what)
+        except AssertionError as exc:
+            tail = "\n".join(self.log().splitlines()[-40:])
+            raise AssertionError(f"{exc}\n--- bot log (last lines) ---\n{tail}") from None
+
     def outbox_settled(self) -> bool:
         return not self.rows("SELECT id FROM delivery WHERE state = 'pending'")

@@ -2,7 +2,8 @@
 
 The client is synchronous and, left alone, retries 429 forever and 5xx several
 times with blocking sleeps. The outbox owns retries, so the client is set to make
-exactly one attempt, and each call runs in a worker thread off the event loop.
+exactly one attempt, and calls run on a thread of the adapter's own, off the
+event loop and out of the way of the threads that serve webhooks.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import asyncio
 import json
 import logging
 import ssl
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pagerduty
@@ -62,20 +63,21 @@ class PagerDutyEvents:
                                                    verify=ssl_context)
         single_attempt(self._client, timeout)
         self._bucket = TokenBucket(per_minute, time.monotonic()) if per_minute else None
-        self._lock = threading.Lock()
+        # One thread: events go out one at a time, in the order they were handed over.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pagerduty")
 
     async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
         if self._bucket is not None:
             wait = self._bucket.take(time.monotonic())
             if wait > 0:
                 raise RetryLater("over the Events API rate limit", after=wait, whole_target=True)
-        await asyncio.to_thread(self._send, action, dedup_key, payload)
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._send, action, dedup_key, payload)
 
     def _send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
         properties = {"payload": payload} if payload else {}
         try:
-            with self._lock:
-                self._client.send_event(action, dedup_key=dedup_key, **properties)
+            self._client.send_event(action, dedup_key=dedup_key, **properties)
         except pagerduty.HttpError as exc:
             status = exc.response.status_code
             text = _error_text(exc.response)
@@ -89,4 +91,5 @@ class PagerDutyEvents:
             raise RetryLater(f"PagerDuty unreachable: {type(exc.__cause__ or exc).__name__}") from None
 
     def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
         self._client.close()

@@ -6,7 +6,6 @@ a 429's Retry-After for everything it sends to Slack.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from typing import Any
 
@@ -60,7 +59,7 @@ class SlackChat:
             if status >= 500 or error in _TRANSIENT_ERRORS:
                 raise RetryLater(reason) from None
             raise Undeliverable(reason) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, SlackClientError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, SlackClientError, ValueError) as exc:
             raise RetryLater(f"Slack unreachable: {type(exc).__name__}") from None
 
     async def close(self) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,11 +24,11 @@ def register(app: FastAPI, *, db: Database, metrics: Metrics) -> None:
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        ok = await asyncio.to_thread(database_ok)
+        ok = await to_thread.run_sync(database_ok)
         return JSONResponse({"status": "ok" if ok else "database unavailable"},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def scrape() -> Response:
-        body = await asyncio.to_thread(metrics.exposition)
+        body = await to_thread.run_sync(metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -25,7 +25,7 @@ def test_example_payload_firing_then_resolved_pages_once_and_updates_slack(bot, 
     assert bot.post("alertmanager", example("alertmanager-firing.json")).status_code == 202
     wait_for(lambda: pagerduty.triggers(), what="the page")
     assert bot.post("alertmanager", example("alertmanager-resolved.json")).status_code == 202
-    wait_for(bot.outbox_settled, what="all deliveries")
+    bot.until(bot.outbox_settled, what="all deliveries")
 
     incidents = bot.rows("SELECT id, key, state, tier FROM incident")
     assert len(incidents) == 1
@@ -56,7 +56,7 @@ def test_a_thousand_repeats_of_one_firing_alert_make_one_incident_and_one_page(
     doc = _firing()
     for _ in range(1000):
         assert bot.post("alertmanager", doc).status_code == 202
-    wait_for(bot.outbox_settled, what="all deliveries")
+    bot.until(bot.outbox_settled, what="all deliveries")
     assert len(bot.rows("SELECT id FROM incident")) == 1
     assert len(pagerduty.triggers()) == 1
     assert len(slack.top_level_messages()) == 1
@@ -68,7 +68,7 @@ def test_tiers_decide_who_is_told(bot, slack, pagerduty):
     for severity in ("critical", "warning", "info"):
         assert bot.post("alertmanager", _firing(name=f"Drift-{severity}",
                                                 severity=severity)).status_code == 202
-    wait_for(bot.outbox_settled, what="all deliveries")
+    bot.until(bot.outbox_settled, what="all deliveries")
     tiers = dict(bot.rows("SELECT severity, tier FROM incident"))
     assert tiers == {"critical": "L1", "warning": "L0", "info": "record"}
     assert len(pagerduty.triggers()) == 1  # only the L1 pages
@@ -83,7 +83,7 @@ def test_another_alert_joins_the_open_incident_with_a_thread_reply(bot, slack, p
     bot.post("alertmanager", first)
     wait_for(lambda: slack.top_level_messages(), what="the incident message")
     bot.post("alertmanager", second)
-    wait_for(bot.outbox_settled, what="all deliveries")
+    bot.until(bot.outbox_settled, what="all deliveries")
     assert len(bot.rows("SELECT id FROM incident")) == 1
     (message,) = slack.top_level_messages()
     replies = slack.thread(message["channel"], message["ts"])
@@ -96,7 +96,7 @@ def test_refiring_within_the_reopen_window_reopens_and_pages_again(bot, slack, p
     bot.post("alertmanager", _firing())
     bot.post("alertmanager", _firing(status="resolved"))
     bot.post("alertmanager", _firing())
-    wait_for(bot.outbox_settled, what="all deliveries")
+    bot.until(bot.outbox_settled, what="all deliveries")
     ((key, state, reopened),) = bot.rows("SELECT key, state, reopen_count FROM incident")
     assert (state, reopened) == ("triggered", 1)
     assert [e["event"]["event_action"] for e in pagerduty.events_for(key)] == [

@@ -10,14 +10,14 @@ import sys
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.harness import BotProcess, example, wait_for
+from tests.harness import BotProcess, example
 
 
 @pytest.fixture
 def seeded(bot):
     """A bot with one incident already recorded, so 'unchanged' is not trivially empty."""
     assert bot.post("alertmanager", example("alertmanager-firing.json")).status_code == 202
-    wait_for(bot.outbox_settled, what="the page and the Slack message")
+    bot.until(bot.outbox_settled, what="the page and the Slack message")
     return bot
 
 
@@ -100,7 +100,7 @@ def test_a_busy_database_answers_503_so_alertmanager_retries(bot_env, tmp_path, 
     bot.start()
     try:
         assert bot.post("alertmanager", example("alertmanager-firing.json")).status_code == 202
-        wait_for(bot.outbox_settled, what="the page and the Slack message")
+        bot.until(bot.outbox_settled, what="the page and the Slack message")
         before = bot.snapshot()
         release = _hold_write_lock(database_url)
         try:

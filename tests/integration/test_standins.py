@@ -8,13 +8,15 @@ trusting the throw-away CA.  Run: ``.venv/bin/python -m pytest tests/integration
 import asyncio
 import ssl
 
+import httpx
 import pagerduty
 import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.standins.openapi import schema_errors, to_json_schema
-from tests.standins.pagerduty import REST_OPERATIONS, PagerDutyStandIn
+from tests.standins.pagerduty import EVENTS_SPEC, REST_OPERATIONS, PagerDutyStandIn
+from tests.standins.pd_client import single_attempt
 from tests.standins.slack import SlackStandIn
 from tests.standins.tls import TestCA
 
@@ -27,14 +29,6 @@ ALERT_BLOCKS = [
         {"type": "button", "action_id": "ack", "value": "k1",
          "text": {"type": "plain_text", "text": "Acknowledge"}}]},
 ]
-
-
-def single_attempt(client):
-    """Make a pagerduty client try each request exactly once (see report)."""
-    client.retry = {429: 1}          # count 429s instead of retrying them forever
-    client.max_http_attempts = -1    # ...and stop before the first counted retry
-    client.max_network_attempts = 0  # transport errors raise at once
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +45,21 @@ def pd_verify(ca, tmp_path_factory):
 
 
 @pytest.fixture
+def pd_client(pd_verify):
+    """Factory: a single-attempt pagerduty client aimed at a stand-in, closed after."""
+    made = []
+
+    def make(cls, key, standin, **kw):
+        url = standin.events_url if cls is pagerduty.EventsApiV2Client else standin.api_url
+        made.append(single_attempt(cls(key, base_url=url, verify=pd_verify, **kw)))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
 def slack():
     with SlackStandIn() as standin:
         yield standin
@@ -60,10 +69,6 @@ def slack():
 def pd(ca):
     with PagerDutyStandIn(ca) as standin:
         yield standin
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def slack_client(slack, **kw):
@@ -88,7 +93,7 @@ def test_slack_post_by_name_then_update_by_id_and_thread(slack):
         eph = await client.chat_postEphemeral(channel=channel, user="U123", text="only you")
         return channel, ts, reply, by_name.value, bad_thread.value, link, eph
 
-    channel, ts, reply, by_name, bad_thread, link, eph = run(scenario())
+    channel, ts, reply, by_name, bad_thread, link, eph = asyncio.run(scenario())
     assert channel == SlackStandIn.channel_id("#ml-alerts") and channel.startswith("C")
     assert float(reply["ts"]) > float(ts)
     assert slack.messages[channel][ts]["text"] == "Resolved"
@@ -112,14 +117,24 @@ def test_slack_post_by_name_then_update_by_id_and_thread(slack):
 ])
 def test_slack_invalid_blocks_rejected_and_recorded(slack, blocks):
     with pytest.raises(SlackApiError) as err:
-        run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x", blocks=blocks))
+        asyncio.run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x", blocks=blocks))
     assert err.value.response["error"] == "invalid_blocks"
     assert slack.messages == {} and len(slack.violations) == 1
 
 
+def test_slack_accepts_form_encoded_requests(slack):
+    """Slack also takes form bodies (blocks as a JSON string, token in the body)."""
+    form = {"token": slack.token, "channel": "ml-alerts", "text": "x",
+            "blocks": '[{"type": "divider"}]'}
+    body = httpx.post(slack.base_url + "chat.postMessage", data=form).json()
+    assert body["ok"] and slack.messages[body["channel"]][body["ts"]]["blocks"] == [
+        {"type": "divider"}]
+    assert slack.violations == []
+
+
 def test_slack_auth_is_checked(slack):
     with pytest.raises(SlackApiError) as err:
-        run(AsyncWebClient(token="xoxb-wrong", base_url=slack.base_url).auth_test())
+        asyncio.run(AsyncWebClient(token="xoxb-wrong", base_url=slack.base_url).auth_test())
     assert err.value.response.status_code == 200
     assert err.value.response["error"] == "invalid_auth"
 
@@ -127,36 +142,35 @@ def test_slack_auth_is_checked(slack):
 def test_slack_rate_limit_surfaces_with_retry_after(slack):
     slack.fail("chat.postMessage", status=429, retry_after=7)
     with pytest.raises(SlackApiError) as err:
-        run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))
+        asyncio.run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))
     assert err.value.response.status_code == 429
     assert err.value.response.headers["Retry-After"] == "7"
     assert err.value.response["error"] == "ratelimited"
     assert slack.messages == {} and len(slack.failed_requests) == 1
-    run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))  # fault used up
+    asyncio.run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))  # fault used up
     assert len(slack.top_level_messages()) == 1 and slack.violations == []
 
 
 def test_slack_down_then_up(slack):
     slack.down()
     with pytest.raises(SlackApiError) as err:
-        run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))
+        asyncio.run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))
     assert err.value.response.status_code == 503
     slack.up()
-    assert run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))["ok"]
+    assert asyncio.run(slack_client(slack).chat_postMessage(channel="#ml-alerts", text="x"))["ok"]
 
 
 def test_slack_hang_times_out_client_but_message_lands(slack):
     slack.fail("chat.postMessage", hang=1.0)
     with pytest.raises(asyncio.TimeoutError):
-        run(slack_client(slack, timeout=0.2).chat_postMessage(channel="#ml-alerts", text="x"))
+        asyncio.run(slack_client(slack, timeout=0.2).chat_postMessage(channel="#ml-alerts", text="x"))
     assert slack.wait_idle()
     assert len(slack.top_level_messages()) == 1  # a client retry would duplicate it
 
 
 # -- PagerDuty Events v2 -------------------------------------------------------
-def test_events_trigger_acknowledge_resolve(pd, pd_verify):
-    events = single_attempt(pagerduty.EventsApiV2Client(
-        ROUTING_KEY, base_url=pd.events_url, verify=pd_verify))
+def test_events_trigger_acknowledge_resolve(pd, pd_client):
+    events = pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd)
     key = events.trigger("GPU node down", "gpu-7", dedup_key="alert-1", severity="error")
     assert key == "alert-1" and pd.alert_status("alert-1") == "triggered"
     events.trigger("GPU node down", "gpu-7", dedup_key="alert-1")  # deduplicated
@@ -169,11 +183,14 @@ def test_events_trigger_acknowledge_resolve(pd, pd_verify):
     generated = events.trigger("disk full", "db-1")  # no dedup_key: server makes a UUID
     assert len(generated) == 36 and len(pd.triggers()) == 3
     assert len(pd.incidents) == 2 and pd.violations == []
+    success = to_json_schema(EVENTS_SPEC["components"]["responses"]["Success"])
+    for req in pd.requests:
+        assert schema_errors(success["content"]["application/json"]["schema"],
+                             req.response) == []
 
 
-def test_events_invalid_event_rejected_and_recorded(pd, pd_verify):
-    events = single_attempt(pagerduty.EventsApiV2Client(
-        ROUTING_KEY, base_url=pd.events_url, verify=pd_verify))
+def test_events_invalid_event_rejected_and_recorded(pd, pd_client):
+    events = pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd)
     with pytest.raises(pagerduty.HttpError) as err:
         events.trigger("x" * 1025, "gpu-7", dedup_key="k")
     assert err.value.response.status_code == 400
@@ -184,20 +201,18 @@ def test_events_invalid_event_rejected_and_recorded(pd, pd_verify):
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
-def test_events_error_surfaces_after_exactly_one_attempt(pd, pd_verify, status):
+def test_events_error_surfaces_after_exactly_one_attempt(pd, status, pd_client):
     pd.fail("/v2/enqueue", status=status, times=5, retry_after=1)
-    events = single_attempt(pagerduty.EventsApiV2Client(
-        ROUTING_KEY, base_url=pd.events_url, verify=pd_verify))
+    events = pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd)
     with pytest.raises(pagerduty.HttpError) as err:
         events.trigger("GPU node down", "gpu-7", dedup_key="alert-1")
     assert err.value.response.status_code == status
     assert len(pd.failed_requests) == 1 and pd.requests == [] and pd.events == []
 
 
-def test_events_timeout_raises_after_exactly_one_attempt(pd, pd_verify):
+def test_events_timeout_raises_after_exactly_one_attempt(pd, pd_client):
     pd.fail("/v2/enqueue", hang=1.0)
-    events = single_attempt(pagerduty.EventsApiV2Client(
-        ROUTING_KEY, base_url=pd.events_url, verify=pd_verify))
+    events = pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd)
     events.timeout = 0.2
     with pytest.raises(pagerduty.Error):
         events.trigger("GPU node down", "gpu-7", dedup_key="alert-1")
@@ -205,17 +220,15 @@ def test_events_timeout_raises_after_exactly_one_attempt(pd, pd_verify):
     assert len(pd.requests) == 1 and pd.alert_status("alert-1") == "triggered"
 
 
-def test_events_rate_limit_per_routing_key(ca, pd_verify):
+def test_events_rate_limit_per_routing_key(ca, pd_client):
     with PagerDutyStandIn(ca, rate_limit_per_minute=2) as pd:
-        events = single_attempt(pagerduty.EventsApiV2Client(
-            ROUTING_KEY, base_url=pd.events_url, verify=pd_verify))
+        events = pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd)
         events.trigger("a", "s", dedup_key="a")
         events.trigger("b", "s", dedup_key="b")
         with pytest.raises(pagerduty.HttpError) as err:
             events.trigger("c", "s", dedup_key="c")
         assert err.value.response.status_code == 429
-        other = single_attempt(pagerduty.EventsApiV2Client(
-            "S" * 32, base_url=pd.events_url, verify=pd_verify))
+        other = pd_client(pagerduty.EventsApiV2Client, "S" * 32, pd)
         other.trigger("d", "s", dedup_key="d")
         assert len(pd.triggers()) == 3 and len(pd.failed_requests) == 1
 
@@ -230,10 +243,9 @@ ONCALLS = [
 ]
 
 
-def test_rest_oncalls_filters_pagination_and_spec(pd, pd_verify):
+def test_rest_oncalls_filters_pagination_and_spec(pd, pd_client):
     pd.set_oncalls(ONCALLS)
-    rest = single_attempt(pagerduty.RestApiV2Client(
-        "pd-test-token", base_url=pd.api_url, verify=pd_verify))
+    rest = pd_client(pagerduty.RestApiV2Client, "pd-test-token", pd)
     page = rest.jget("/oncalls", params={"escalation_policy_ids": ["PEP0001"],
                                          "limit": 1, "total": True})
     assert [o["user"]["id"] for o in page["oncalls"]] == ["PUSER01"]
@@ -250,21 +262,19 @@ def test_rest_oncalls_filters_pagination_and_spec(pd, pd_verify):
     assert pd.violations == []
 
 
-def test_rest_auth_is_checked(pd, pd_verify):
-    rest = pagerduty.RestApiV2Client("wrong", base_url=pd.api_url, verify=pd_verify)
+def test_rest_auth_is_checked(pd, pd_client):
+    rest = pd_client(pagerduty.RestApiV2Client, "wrong", pd)
     with pytest.raises(pagerduty.HttpError) as err:
         rest.jget("/oncalls")
     assert err.value.response.status_code == 401
     assert err.value.response.json() == {"error": {"message": "Unauthorized", "code": 2006}}
 
 
-def test_rest_incident_lookup_update_and_note(pd, pd_verify):
-    single_attempt(pagerduty.EventsApiV2Client(
-        ROUTING_KEY, base_url=pd.events_url, verify=pd_verify)).trigger(
-            "GPU node down", "gpu-7", dedup_key="alert-1")
-    rest = single_attempt(pagerduty.RestApiV2Client(
-        "pd-test-token", base_url=pd.api_url, verify=pd_verify,
-        default_from="bot@example.com"))
+def test_rest_incident_lookup_update_and_note(pd, pd_client):
+    pd_client(pagerduty.EventsApiV2Client, ROUTING_KEY, pd).trigger(
+        "GPU node down", "gpu-7", dedup_key="alert-1")
+    rest = pd_client(pagerduty.RestApiV2Client, "pd-test-token", pd,
+                     default_from="bot@example.com")
     [incident] = rest.jget("/incidents", params={"incident_key": "alert-1"})["incidents"]
     assert incident["status"] == "triggered" and incident["html_url"]
     updated = rest.rput(f"/incidents/{incident['id']}", json={
@@ -277,9 +287,7 @@ def test_rest_incident_lookup_update_and_note(pd, pd_verify):
     with pytest.raises(pagerduty.HttpError) as err:  # status not in the spec's enum
         rest.rput(f"/incidents/{incident['id']}", json={"incident": {"status": "closed"}})
     assert err.value.response.status_code == 400 and len(pd.violations) == 1
-    ops = {"/incidents": "listIncidents"}
-    for req in pd.requests[1:4]:
-        op = ops.get(req.path) or ("createIncidentNote" if req.path.endswith("/notes")
-                                   else "updateIncident")
+    answered = zip(["listIncidents", "updateIncident", "createIncidentNote"], pd.requests[1:4])
+    for op, req in answered:  # the stand-in's own answers conform to the spec
         schema = to_json_schema(REST_OPERATIONS[op]["responses"][str(req.status)])
         assert schema_errors(schema, req.response) == [], op

@@ -55,12 +55,16 @@ class _Server(ThreadingHTTPServer):
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, on the per-connection thread, so a
         # misbehaving client cannot stall the accept loop.
-        if self.ssl_context is not None:
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
+        # (socketserver closes the raw socket, which wrap_socket detached, so
+        # the TLS socket is closed here.)
+        if self.ssl_context is None:
+            return super().finish_request(request, client_address)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with tls:
+            super().finish_request(tls, client_address)
 
     def handle_error(self, request, client_address):
         pass  # clients hanging up mid-request (e.g. on timeout) are expected
@@ -138,10 +142,10 @@ class StandIn:
         with self.lock:
             self._faults.append(_Fault(match, status, times, retry_after, hang))
 
-    def down(self):
-        """Answer every request with HTTP 503 until :meth:`up`."""
+    def down(self, status: int = 503):
+        """Answer every request with HTTP ``status`` (503 by default) until :meth:`up`."""
         with self.lock:
-            self._down = True
+            self._down = status
 
     def up(self):
         with self.lock:
@@ -150,7 +154,7 @@ class StandIn:
     def _take_fault(self, name: str) -> _Fault | None:
         with self.lock:
             if self._down:
-                return _Fault(None, 503, 1, None, None)
+                return _Fault(None, self._down, 1, None, None)
             for fault in self._faults:
                 if fault.match is None or self.fault_matches(fault.match, name):
                     fault.times -= 1
@@ -212,7 +216,11 @@ class StandIn:
                 reply.headers["Retry-After"] = str(fault.retry_after)
         with self.lock:  # one request at a time reads or changes state
             if fault is None:
-                reply = self.route(req)
+                try:
+                    reply = self.route(req)
+                except Exception as exc:  # a stand-in bug: make it visible
+                    self.violation(req, f"stand-in crashed: {exc!r}")
+                    reply = Reply(500, {"error": f"stand-in crashed: {exc!r}"})
             payload = json.dumps(reply.body).encode()  # snapshot of live state
             req.status, req.response = reply.status, json.loads(payload)
             (self.failed_requests if fault or reply.failed else self.requests).append(req)

@@ -27,7 +27,7 @@ import itertools
 import time
 import uuid
 from collections import defaultdict, deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ._server import Reply, Request, StandIn
 from .openapi import load_spec, schema_errors, to_json_schema
@@ -39,18 +39,21 @@ WEB = "https://standin.pagerduty.com"
 API = "https://api.pagerduty.com"
 
 
+EVENTS_SPEC = load_spec("events-v2.openapi.json")
+REST_OPERATIONS = load_spec("rest-v2-subset.json")["operations"]
+
+
 def _events_request_schema() -> dict:
-    spec = to_json_schema(load_spec("events-v2.openapi.json"))
+    spec = to_json_schema(EVENTS_SPEC)
     body = spec["paths"]["/enqueue"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     return {**body, "components": spec["components"]}  # so #/components/... resolves
 
 
 EVENTS_SCHEMA = _events_request_schema()
-REST_OPERATIONS = load_spec("rest-v2-subset.json")["operations"]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ref(kind: str, id_: str, summary: str, web_path: str) -> dict:
