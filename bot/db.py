@@ -37,8 +37,10 @@ def _sqlite_engine(url: str, *, writer: bool, lock_timeout: float) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": lock_timeout},
-        pool_size=1 if writer else 8,
-        max_overflow=0 if writer else 8,
+        # Few readers: WAL gives concurrent readers a handful of read marks, and
+        # beyond them they spin in the busy handler while writes keep committing.
+        pool_size=1 if writer else 4,
+        max_overflow=0,
         pool_timeout=30,
     )
 
@@ -46,7 +48,8 @@ def _sqlite_engine(url: str, *, writer: bool, lock_timeout: float) -> Engine:
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below rule
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if writer:  # WAL is a property of the file; the writer sets it once per connection
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from anyio import to_thread
-from sqlmodel import col, select
 
 from bot import store
 from bot.clock import Clock, utcnow
@@ -29,13 +28,13 @@ from bot.db import Database
 from bot.domain.messages import IncidentView, incident_message
 from bot.domain.ratelimit import backoff
 from bot.metrics import Metrics
-from bot.models import AlertOccurrence, Delivery, Incident
+from bot.models import Delivery, Incident
 from bot.ports import Chat, Pager, PostedMessage, RetryLater, Undeliverable
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
-CONCURRENCY = 8
+CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +43,8 @@ class Backoff:
     cap: float
 
 
-def incident_view(incident: Incident, occurrences: list[AlertOccurrence]) -> IncidentView:
-    annotations: dict[str, str] = {}
-    for occurrence in occurrences:
-        annotations = {**occurrence.annotations, **annotations}
+def incident_view(incident: Incident, alerts: store.AlertSummary) -> IncidentView:
+    annotations = alerts.annotations
     return IncidentView(
         id=incident.id,  # type: ignore[arg-type]
         title=incident.title,
@@ -60,8 +57,8 @@ def incident_view(incident: Incident, occurrences: list[AlertOccurrence]) -> Inc
         severity=incident.severity,
         team=incident.team,
         description=annotations.get("description"),
-        alert_count=len(occurrences) or 1,
-        firing=sum(1 for o in occurrences if o.status == "firing"),
+        alert_count=alerts.total or 1,
+        firing=alerts.firing,
         triggered_at=incident.triggered_at,
         acknowledged_by=incident.acknowledged_by,
         resolved_at=incident.resolved_at,
@@ -70,7 +67,20 @@ def incident_view(incident: Incident, occurrences: list[AlertOccurrence]) -> Inc
     )
 
 
+@dataclass(slots=True)
+class _Outcome:
+    delivery: Delivery
+    outcome: str  # sent | failed | retry
+    error: str | None = None
+    retry_at: datetime | None = None
+    coalesced: list[int] = field(default_factory=list)
+    posted: PostedMessage | None = None
+
+
 class Dispatcher:
+    """Claims due deliveries continuously (up to CONCURRENCY in flight) and records
+    their outcomes in batches: one transaction for all that finished meanwhile."""
+
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
                  backoff: Backoff, poll_seconds: float, lease: timedelta,
                  metrics: Metrics, clock: Clock = utcnow) -> None:
@@ -84,106 +94,97 @@ class Dispatcher:
         self.clock = clock
         self._wake = asyncio.Event()
         self._held: dict[str, float] = {}  # target → monotonic time it may be tried again
-        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
 
     def wake(self) -> None:
         """Called after a commit that owes deliveries, so they go out without waiting a poll."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled. Errors of one round are logged; the next round retries."""
-        while True:
-            try:
-                delivered = await self.deliver_due()
-            except Exception:  # the database may be down; keep the loop alive
-                log.exception("outbox round failed; retrying")
-                delivered = 0
-            if delivered == 0:
+        """Deliver until cancelled. A failed claim (database down) is logged and retried."""
+        recorder = asyncio.create_task(self._record_outcomes(), name="outbox-recorder")
+        try:
+            while True:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
+                free = CONCURRENCY - len(self._in_flight)
+                claimed: list[Delivery] = []
+                if free > 0:
+                    try:
+                        claimed = await to_thread.run_sync(self._claim, free)
+                    except Exception:
+                        log.exception("could not claim deliveries; retrying")
+                for delivery in claimed:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                if not claimed:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                    except TimeoutError:
+                        pass
+        finally:
+            recorder.cancel()
+            for task in [*self._in_flight, recorder]:
+                task.cancel()
+            await asyncio.gather(recorder, *self._in_flight, return_exceptions=True)
 
     def held_targets(self) -> list[str]:
         now = time.monotonic()
         return [target for target, until in self._held.items() if until > now]
 
-    async def deliver_due(self) -> int:
-        """One round: claim what is due and deliver it. Returns how many were attempted."""
-        now = self.clock()
-        held = self.held_targets()
-
-        def claim() -> list[Delivery]:
-            with self.db.write() as session:
-                return store.claim_due(session=session, now=now, lease=self.lease, limit=BATCH,
-                                       held=held)
-
-        claimed = await to_thread.run_sync(claim)
-        if claimed:
-            await asyncio.gather(*(self._deliver(d) for d in claimed))
-        return len(claimed)
+    def _claim(self, limit: int) -> list[Delivery]:
+        with self.db.write() as session:
+            return store.claim_due(session=session, now=self.clock(), lease=self.lease,
+                                   limit=min(limit, BATCH), held=self.held_targets())
 
     async def _deliver(self, delivery: Delivery) -> None:
-        async with self._slots:
-            try:
-                if delivery.target in self.held_targets():
-                    raise RetryLater("waiting out the service's rate limit",
-                                     after=self._held[delivery.target] - time.monotonic())
-                coalesced = await self._send(delivery)
-            except RetryLater as exc:
-                await self._retry(delivery, exc)
-            except Undeliverable as exc:
-                await self._finish(delivery, "failed", str(exc))
-            except Exception as exc:  # an unknown failure must not lose the delivery
-                log.exception("delivery %s raised", delivery.id)
-                await self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
-            else:
-                await self._finish(delivery, "sent", None, coalesced=coalesced)
+        try:
+            if delivery.target in self.held_targets():
+                raise RetryLater("waiting out the service's rate limit",
+                                 after=self._held[delivery.target] - time.monotonic())
+            outcome = await self._send(delivery)
+        except RetryLater as exc:
+            outcome = self._retry(delivery, exc)
+        except Undeliverable as exc:
+            outcome = _Outcome(delivery, "failed", str(exc))
+        except Exception as exc:  # an unknown failure must not lose the delivery
+            log.exception("delivery %s raised", delivery.id)
+            outcome = self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
+        self._outcomes.put_nowait(outcome)
 
-    async def _send(self, delivery: Delivery) -> list[int]:
-        """Send one delivery; returns ids of Slack syncs it also satisfied."""
+    async def _send(self, delivery: Delivery) -> _Outcome:
         if delivery.target == "pagerduty":
             if self.pager is None:
                 raise Undeliverable("PagerDuty is not configured")
             await self.pager.send(delivery.action, delivery.payload["dedup_key"],
                                   delivery.payload.get("payload"))
-            return []
+            return _Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
-        incident, occurrences, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
+        incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "reply":
             if not incident.slack_ts:
                 raise Undeliverable("the incident has no Slack message to reply under")
             await self.chat.post(incident.slack_channel_id or incident.channel or "",
                                  delivery.payload["text"], [], thread_ts=incident.slack_ts)
-            return []
-        text, blocks = incident_message(incident_view(incident, occurrences))
+            return _Outcome(delivery, "sent")
+        text, blocks = incident_message(incident_view(incident, alerts))
         if incident.slack_ts and incident.slack_channel_id:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
-        else:
-            posted = await self.chat.post(incident.channel or "", text, blocks)
-            await to_thread.run_sync(self._remember_message, delivery.incident_id, posted)
-        return syncs
+            return _Outcome(delivery, "sent", coalesced=syncs)
+        posted = await self.chat.post(incident.channel or "", text, blocks)
+        return _Outcome(delivery, "sent", coalesced=syncs, posted=posted)
 
-    def _load(self, incident_id: int) -> tuple[Incident, list[AlertOccurrence], list[int]]:
+    def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
             incident = session.get(Incident, incident_id)
             if incident is None:
                 raise Undeliverable(f"incident {incident_id} no longer exists")
-            occurrences = list(session.exec(
-                select(AlertOccurrence).where(AlertOccurrence.incident_id == incident_id)
-                .order_by(col(AlertOccurrence.id))
-            ).all())
-            syncs = store.pending_syncs(incident_id, session=session)
-            return incident, occurrences, syncs
+            return (incident, store.alert_summary(incident_id, session=session),
+                    store.pending_syncs(incident_id, session=session))
 
-    def _remember_message(self, incident_id: int, posted: PostedMessage) -> None:
-        with self.db.write() as session:
-            store.record_slack_message(incident_id, session=session,
-                                       channel_id=posted.channel_id, ts=posted.ts)
-
-    async def _retry(self, delivery: Delivery, exc: RetryLater) -> None:
+    def _retry(self, delivery: Delivery, exc: RetryLater) -> _Outcome:
         delay = exc.after if exc.after is not None else backoff(
             delivery.attempts + 1, base=self.backoff.base, cap=self.backoff.cap)
         if exc.whole_target:
@@ -191,33 +192,51 @@ class Dispatcher:
                                               time.monotonic() + delay)
         log.warning("delivery %s (%s %s) will be retried in %.1fs: %s", delivery.id,
                     delivery.target, delivery.action, delay, exc)
-        await self._finish(delivery, "retry", str(exc),
-                           retry_at=self.clock() + timedelta(seconds=delay))
+        return _Outcome(delivery, "retry", str(exc),
+                        retry_at=self.clock() + timedelta(seconds=delay))
 
-    async def _finish(self, delivery: Delivery, outcome: str, error: str | None, *,
-                      coalesced: list[int] | None = None,
-                      retry_at: datetime | None = None) -> None:
+    async def _record_outcomes(self) -> None:
+        """Write outcomes in batches; keeps trying while the database is down, since a
+        sent delivery that is not recorded as such would be sent again."""
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty():
+                batch.append(self._outcomes.get_nowait())
+            while True:
+                try:
+                    await to_thread.run_sync(self._write_outcomes, batch)
+                    break
+                except Exception:
+                    log.exception("could not record %d delivery outcomes; retrying", len(batch))
+                    await asyncio.sleep(self.poll_seconds)
+            now = self.clock()
+            for item in batch:
+                self.metrics.delivery_outcome(item.delivery.target, item.outcome,
+                                              (now - item.delivery.created_at).total_seconds())
+            self._wake.set()  # the next delivery in line for these incidents is due now
+
+    def _write_outcomes(self, batch: list[_Outcome]) -> None:
         now = self.clock()
-
-        def write() -> None:
-            with self.db.write() as session:
+        with self.db.write() as session:
+            for item in batch:
+                delivery = item.delivery
                 store.finish_delivery(delivery.id, session=session, now=now,  # type: ignore[arg-type]
-                                      outcome=outcome, error=error, retry_at=retry_at)
-                if coalesced:
-                    store.coalesce_syncs(coalesced, session=session, into=delivery.id,  # type: ignore[arg-type]
-                                         now=now)
+                                      outcome=item.outcome, error=item.error,
+                                      retry_at=item.retry_at)
+                store.coalesce_syncs(item.coalesced, session=session,
+                                     into=delivery.id, now=now)  # type: ignore[arg-type]
+                if item.posted is not None:
+                    store.record_slack_message(delivery.incident_id, session=session,
+                                               channel_id=item.posted.channel_id,
+                                               ts=item.posted.ts)
                 incident = session.get(Incident, delivery.incident_id)
-                if incident is not None and delivery.target == "pagerduty" and outcome == "sent":
-                    store.add_timeline(incident, "paged" if delivery.action == "trigger"
-                                       else f"pagerduty_{delivery.action}",
-                                       f"PagerDuty {delivery.action} accepted",
+                if incident is None:
+                    continue
+                if delivery.target == "pagerduty" and item.outcome == "sent":
+                    kind = "paged" if delivery.action == "trigger" else f"pagerduty_{delivery.action}"
+                    store.add_timeline(incident, kind, f"PagerDuty {delivery.action} accepted",
                                        session=session, actor="bot", now=now)
-                if incident is not None and outcome == "failed":
+                elif item.outcome == "failed":
                     store.add_timeline(incident, "delivery_failed",
-                                       f"{delivery.target} {delivery.action} refused: {error}",
+                                       f"{delivery.target} {delivery.action} refused: {item.error}",
                                        session=session, actor="bot", now=now)
-
-        await to_thread.run_sync(write)
-        self.metrics.delivery_outcome(delivery.target, outcome,
-                                      (now - delivery.created_at).total_seconds())
-

@@ -8,12 +8,12 @@ the outbox what the change owes PagerDuty and Slack.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import case, func, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -143,8 +143,29 @@ def _describe(alert: Alert) -> str:
     return f"{alert.alertname or 'alert'} {who}".strip() + f": {alert.summary}"
 
 
+_IN_CHUNK = 500  # bound IN-lists well below SQLite's parameter limit
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start:start + _IN_CHUNK]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    alert: Alert
+    route: Route
+    key: str
+    ghash: str
+
+
 class _Batch:
-    """Applies one batch of alerts inside the caller's transaction."""
+    """Applies batches of alerts inside the caller's transaction.
+
+    The open incidents of all the batches' groups and their alert occurrences are
+    loaded up front (one query each) and kept in memory, so a hundred repeats
+    cost a couple of reads and one flush rather than a round trip per alert.
+    """
 
     def __init__(self, session: Session, routing: RoutingConfig, policy: DeliveryPolicy,
                  now: datetime) -> None:
@@ -154,7 +175,9 @@ class _Batch:
         self.now = now
         self.silences = active_silences(session=session, now=now)
         self.open_by_hash: dict[str, Incident | None] = {}
+        self.occurrences: dict[int, dict[str, AlertOccurrence]] = {}
         self.reopened: set[int] = set()
+        self.resolved_here: dict[str, Incident] = {}  # not yet flushed, so not queryable
         self.result = IngestResult()
 
     def timeline(self, incident: Incident, kind: str, detail: str, actor: str) -> None:
@@ -165,40 +188,65 @@ class _Batch:
                                       policy=self.policy, now=self.now, reply=reply)
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
 
-    def open_incident(self, ghash: str) -> Incident | None:
-        if ghash not in self.open_by_hash:
-            self.open_by_hash[ghash] = self.session.exec(
-                select(Incident).where(Incident.open_group_hash == ghash)
-            ).first()
-        return self.open_by_hash[ghash]
+    def plan(self, alerts: Sequence[Alert]) -> list[_Planned]:
+        planned = []
+        for alert in alerts:
+            route = self.routing.route(alert.labels)
+            key = group_key(alert.labels, route.group_by)
+            planned.append(_Planned(alert, route, key, group_hash(key)))
+        return planned
 
-    def apply(self, alert: Alert) -> None:
-        route = self.routing.route(alert.labels)
-        key = group_key(alert.labels, route.group_by)
-        ghash = group_hash(key)
-        incident = self.open_incident(ghash)
-        if alert.status is AlertStatus.FIRING:
-            self.firing(alert, route, key, ghash, incident)
-        elif incident is not None:
-            self.resolved(alert, incident)
+    def prefetch(self, hashes: Sequence[str]) -> None:
+        found: list[Incident] = []
+        for chunk in _chunks(hashes):
+            found.extend(self.session.exec(
+                select(Incident).where(col(Incident.open_group_hash).in_(chunk))).all())
+        for ghash in hashes:
+            self.open_by_hash[ghash] = None
+        for incident in found:
+            self.open_by_hash[incident.open_group_hash] = incident  # type: ignore[index]
+        self.load_occurrences([i.id for i in found])  # type: ignore[misc]
 
-    def firing(self, alert: Alert, route: Route, key: str, ghash: str,
-               incident: Incident | None) -> None:
+    def load_occurrences(self, incident_ids: Sequence[int]) -> None:
+        for incident_id in incident_ids:
+            self.occurrences.setdefault(incident_id, {})
+        for chunk in _chunks(incident_ids):
+            for occurrence in self.session.exec(
+                select(AlertOccurrence).where(col(AlertOccurrence.incident_id).in_(chunk))
+            ).all():
+                self.occurrences[occurrence.incident_id][occurrence.fingerprint] = occurrence
+
+    def apply(self, batches: Sequence[Sequence[Alert]]) -> list[IngestResult]:
+        plans = [self.plan(alerts) for alerts in batches]
+        self.prefetch(sorted({p.ghash for plan in plans for p in plan}))
+        results = []
+        with self.session.no_autoflush:
+            for plan in plans:
+                self.result = IngestResult()
+                for planned in plan:
+                    incident = self.open_by_hash[planned.ghash]
+                    if planned.alert.status is AlertStatus.FIRING:
+                        self.firing(planned, incident)
+                    elif incident is not None:
+                        self.resolved(planned.alert, incident)
+                results.append(self.result)
+        return results
+
+    def firing(self, planned: _Planned, incident: Incident | None) -> None:
+        alert = planned.alert
         if incident is None:
-            incident = self.reopenable(ghash)
+            incident = self.reopenable(planned.ghash)
             if incident is not None:
-                self.reopen(incident, ghash, alert)
+                self.reopen(incident, planned.ghash, alert)
             else:
-                incident = self.open(alert, route, key, ghash)
-        occurrence = self.session.exec(
-            select(AlertOccurrence).where(
-                AlertOccurrence.incident_id == incident.id,
-                AlertOccurrence.fingerprint == alert.fingerprint,
-            )
-        ).first()
-        incident.last_alert_at = self.now
+                incident = self.open(planned)
+        known = self.occurrences[incident.id]  # type: ignore[index]
+        occurrence = known.get(alert.fingerprint)
+        if incident.last_alert_at != self.now:
+            incident.last_alert_at = self.now
         if occurrence is None:
-            self.session.add(self.occurrence(incident, alert))
+            known[alert.fingerprint] = self.occurrence(incident, alert)
+            self.session.add(known[alert.fingerprint])
             incident.alert_count += 1
             if incident.alert_count > 1:
                 self.timeline(incident, "alert_joined", _describe(alert), alert.source)
@@ -230,6 +278,8 @@ class _Batch:
         )
 
     def reopenable(self, ghash: str) -> Incident | None:
+        if ghash in self.resolved_here:
+            return self.resolved_here[ghash]
         since = self.now - self.routing.reopen_window
         return self.session.exec(
             select(Incident)
@@ -238,13 +288,14 @@ class _Batch:
             .order_by(col(Incident.resolved_at).desc())
         ).first()
 
-    def open(self, alert: Alert, route: Route, key: str, ghash: str) -> Incident:
+    def open(self, planned: _Planned) -> Incident:
+        alert, route = planned.alert, planned.route
         silence_id = _silence_for(alert, self.silences)
         incident = Incident(
             key=uuid.uuid4().hex,
-            group_key=key,
-            group_hash=ghash,
-            open_group_hash=ghash,
+            group_key=planned.key,
+            group_hash=planned.ghash,
+            open_group_hash=planned.ghash,
             title=_describe(alert),
             state=IncidentState.TRIGGERED.value,
             tier=route.tier.value,
@@ -263,14 +314,16 @@ class _Batch:
             last_alert_at=self.now,
         )
         self.session.add(incident)
-        self.session.flush()
-        self.open_by_hash[ghash] = incident
+        self.session.flush()  # the id is needed by the rows that refer to it
+        self.open_by_hash[planned.ghash] = incident
+        self.occurrences[incident.id] = {}  # type: ignore[index]
         self.result.opened.append(incident.id)  # type: ignore[arg-type]
         self.timeline(incident, "opened",
-                      f"{route.tier.value} via route {route.name!r}: {incident.title}", alert.source)
+                      f"{route.tier.value} via route {route.name!r}: {incident.title}",
+                      alert.source)
         if silence_id is not None:
-            self.timeline(incident, "silenced", f"matched silence #{silence_id}: recorded, not paged",
-                          "bot")
+            self.timeline(incident, "silenced",
+                          f"matched silence #{silence_id}: recorded, not paged", "bot")
         self.owe(incident, "opened")
         return incident
 
@@ -283,51 +336,42 @@ class _Batch:
         incident.acknowledged_by = None
         incident.reopen_count += 1
         self.open_by_hash[ghash] = incident
+        self.resolved_here.pop(ghash, None)
         self.reopened.add(incident.id)  # type: ignore[arg-type]
+        if incident.id not in self.occurrences:
+            self.load_occurrences([incident.id])  # type: ignore[list-item]
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
         self.owe(incident, "reopened", reply=f"Reopened: {_describe(alert)}")
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
-        occurrence = self.session.exec(
-            select(AlertOccurrence).where(
-                AlertOccurrence.incident_id == incident.id,
-                AlertOccurrence.fingerprint == alert.fingerprint,
-            )
-        ).first()
+        known = self.occurrences[incident.id]  # type: ignore[index]
+        occurrence = known.get(alert.fingerprint)
         if occurrence is None or occurrence.status == AlertStatus.RESOLVED.value:
             return
         occurrence.status = AlertStatus.RESOLVED.value
         occurrence.ends_at = alert.ends_at or self.now
         occurrence.last_seen_at = self.now
-        self.session.flush()
-        still_firing = self.session.exec(
-            select(func.count()).select_from(AlertOccurrence).where(
-                AlertOccurrence.incident_id == incident.id,
-                AlertOccurrence.status == AlertStatus.FIRING.value,
-            )
-        ).one()
-        if still_firing:
+        if any(o.status == AlertStatus.FIRING.value for o in known.values()):
             self.timeline(incident, "alert_resolved", _describe(alert), alert.source)
             return
         resolve(incident, session=self.session, policy=self.policy, now=self.now,
                 actor=alert.source, detail="all alerts resolved")
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
         self.open_by_hash[incident.group_hash] = None
+        self.resolved_here[incident.group_hash] = incident
 
 
 def apply_alerts(
-    alerts: Sequence[Alert],
+    batches: Sequence[Sequence[Alert]],
     *,
     session: Session,
     routing: RoutingConfig,
     policy: DeliveryPolicy,
     now: datetime,
-) -> IngestResult:
-    batch = _Batch(session, routing, policy, now)
-    for alert in alerts:
-        batch.apply(alert)
-    return batch.result
+) -> list[IngestResult]:
+    """Apply each batch in order within the session's transaction; one result per batch."""
+    return _Batch(session, routing, policy, now).apply(batches)
 
 
 def resolve(
@@ -375,7 +419,8 @@ def claim_due(
             ~blocked,
             col(Delivery.target).not_in(held),
         )
-        .order_by(col(Delivery.id))
+        # Pages first: a human waiting to be woken matters more than a Slack edit.
+        .order_by(case((Delivery.target == "pagerduty", 0), else_=1), col(Delivery.id))
         .limit(limit)
     ).all()
     claimed = []
@@ -426,6 +471,28 @@ def record_slack_message(
     if incident is not None:
         incident.slack_channel_id = channel_id
         incident.slack_ts = ts
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSummary:
+    """What an incident message shows of its alerts: counts, and the first alert's annotations."""
+
+    total: int
+    firing: int
+    annotations: dict[str, Any]
+
+
+def alert_summary(incident_id: int, *, session: Session) -> AlertSummary:
+    total, firing = session.exec(
+        select(func.count(), func.coalesce(func.sum(
+            case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0))
+        .where(AlertOccurrence.incident_id == incident_id)
+    ).one()
+    first = session.exec(
+        select(AlertOccurrence.annotations).where(AlertOccurrence.incident_id == incident_id)
+        .order_by(col(AlertOccurrence.id)).limit(1)
+    ).first()
+    return AlertSummary(total=total, firing=firing, annotations=first or {})
 
 
 def pending_syncs(incident_id: int, *, session: Session) -> list[int]:

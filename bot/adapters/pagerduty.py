@@ -2,7 +2,7 @@
 
 The client is synchronous and, left alone, retries 429 forever and 5xx several
 times with blocking sleeps. The outbox owns retries, so the client is set to make
-exactly one attempt, and calls run on a thread of the adapter's own, off the
+exactly one attempt, and calls run on threads of the adapter's own, off the
 event loop and out of the way of the threads that serve webhooks.
 """
 
@@ -63,8 +63,9 @@ class PagerDutyEvents:
                                                    verify=ssl_context)
         single_attempt(self._client, timeout)
         self._bucket = TokenBucket(per_minute, time.monotonic()) if per_minute else None
-        # One thread: events go out one at a time, in the order they were handed over.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pagerduty")
+        # Events of one incident are never in flight together (the outbox sends them in
+        # order), so events of different incidents may go out in parallel.
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pagerduty")
 
     async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
         if self._bucket is not None:
@@ -72,7 +73,7 @@ class PagerDutyEvents:
             if wait > 0:
                 raise RetryLater("over the Events API rate limit", after=wait, whole_target=True)
         await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._send, action, dedup_key, payload)
+            self._threads, self._send, action, dedup_key, payload)
 
     def _send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
         properties = {"payload": payload} if payload else {}
@@ -91,5 +92,5 @@ class PagerDutyEvents:
             raise RetryLater(f"PagerDuty unreachable: {type(exc.__cause__ or exc).__name__}") from None
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client.close()

@@ -31,6 +31,13 @@ class SlackChat:
             retry_handlers=[],
         )
 
+    def _session(self) -> aiohttp.ClientSession:
+        """One pooled session for all calls (without it the SDK opens a new session,
+        and a new connection, per call); made on first use, inside the event loop."""
+        if self.client.session is None or self.client.session.closed:
+            self.client.session = aiohttp.ClientSession()
+        return self.client.session
+
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]],
                    thread_ts: str | None = None) -> PostedMessage:
         response = await self._call(
@@ -45,6 +52,7 @@ class SlackChat:
                          blocks=blocks)
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
+        self._session()
         try:
             return await method(**kwargs)
         except SlackApiError as exc:
@@ -63,6 +71,5 @@ class SlackChat:
             raise RetryLater(f"Slack unreachable: {type(exc).__name__}") from None
 
     async def close(self) -> None:
-        session = getattr(self.client, "session", None)
-        if session is not None:
-            await session.close()
+        if self.client.session is not None:
+            await self.client.session.close()
