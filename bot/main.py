@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import store
+from bot.adapters.oncall import PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
@@ -18,11 +21,14 @@ from bot.clock import Clock, utcnow
 from bot.db import Database
 from bot.metrics import Metrics
 from bot.outbox import Backoff, Dispatcher
+from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
 from bot.routing_file import load_routing
 from bot.settings import Settings
+from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.web import alerts, health
+from bot.web import pagerduty as pagerduty_webhook
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +58,53 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         ssl_context=tls, timeout=settings.delivery_timeout_seconds,
     ) if settings.slack_bot_token else None
     dispatcher = Dispatcher(
-        db, pager=pager, chat=chat, metrics=metrics, clock=clock,
+        db, pager=pager, chat=chat, metrics=metrics, clock=clock, teams=routing.teams,
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
         # Longer than one attempt can take (each send is bounded by the timeout).
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )
     pipeline = Pipeline(db, routing=routing, policy=policy, on_owed=dispatcher.wake, clock=clock)
+    oncall = PagerDutyOnCall(
+        settings.pagerduty_api_token.get_secret_value(), base_url=settings.pagerduty_api_url,
+        ssl_context=tls, timeout=settings.delivery_timeout_seconds,
+        escalation_policy_ids=settings.id_list(settings.pagerduty_escalation_policy_ids),
+        schedule_ids=settings.id_list(settings.pagerduty_schedule_ids),
+    ) if settings.pagerduty_api_token else None
+    slack_app = build_slack_app(
+        signing_secret=settings.slack_signing_secret.get_secret_value()
+        if settings.slack_signing_secret else "",
+        client=chat.client,
+        services=Services(
+            pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
+            gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall)),
+    ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(db.upgrade)
         for line in settings.disabled_deliveries():
             log.warning(line)
+        if chat is not None:
+            chat.start()
+        socket_mode = None
+        if slack_app is not None and settings.slack_app_token:
+            socket_mode = AsyncSocketModeHandler(slack_app,
+                                                 settings.slack_app_token.get_secret_value())
+            await socket_mode.connect_async()
         worker = asyncio.create_task(dispatcher.run(), name="outbox")
         try:
             yield
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+            if socket_mode is not None:
+                await socket_mode.close_async()
             if chat is not None:
                 await chat.close()
-            if pager is not None:
-                pager.close()
+            for client in (pager, oncall):
+                if client is not None:
+                    client.close()
             db.dispose()
 
     app = FastAPI(title="oncall-bot", lifespan=lifespan)
@@ -87,4 +117,17 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         if settings.alert_webhook_token else None,
     )
     health.register(app, db=db, metrics=metrics)
+    pagerduty_webhook.register(
+        app, pipeline=pipeline, policy=policy,
+        secret=settings.pagerduty_webhook_secret.get_secret_value().encode()
+        if settings.pagerduty_webhook_secret else None,
+    )
+    if slack_app is not None and settings.slack_signing_secret:
+        handler = AsyncSlackRequestHandler(slack_app)
+
+        @app.post("/slack/events", include_in_schema=False)
+        async def slack_events(request: Request) -> Response:
+            """Events, slash commands and interactivity; Bolt verifies the signature."""
+            return await handler.handle(request)
+
     return app

@@ -46,6 +46,10 @@ class Incident(SQLModel, table=True):
     last_alert_at: datetime
     slack_channel_id: str | None = None
     slack_ts: str | None = None
+    escalated_team: str | None = None  # L2: the model-owning team brought in
+    escalated_at: datetime | None = None
+    escalated_by: str | None = None
+    escalation_paged: bool = False  # the team was paged (its dedup_key is key + "-l2")
 
 
 class AlertOccurrence(SQLModel, table=True):
@@ -110,3 +114,10 @@ class Silence(SQLModel, table=True):
     created_by: str
     comment: str = ""
     created_at: datetime
+
+
+class WebhookReceipt(SQLModel, table=True):
+    """A PagerDuty webhook already applied: PagerDuty delivers at least once."""
+
+    id: str = Field(primary_key=True, max_length=200)
+    received_at: datetime

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,6 +28,7 @@ from bot.clock import Clock, utcnow
 from bot.db import Database
 from bot.domain.messages import IncidentView, incident_message
 from bot.domain.ratelimit import backoff
+from bot.domain.routing import Team
 from bot.metrics import Metrics
 from bot.models import Delivery, Incident
 from bot.ports import Chat, Pager, PostedMessage, RetryLater, Undeliverable
@@ -63,6 +65,7 @@ def incident_view(incident: Incident, alerts: store.AlertSummary) -> IncidentVie
         acknowledged_by=incident.acknowledged_by,
         resolved_at=incident.resolved_at,
         resolved_by=incident.resolved_by,
+        escalated_team=incident.escalated_team,
         annotations=annotations,
     )
 
@@ -83,13 +86,14 @@ class Dispatcher:
 
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
                  backoff: Backoff, poll_seconds: float, lease: timedelta,
-                 metrics: Metrics, clock: Clock = utcnow) -> None:
+                 metrics: Metrics, teams: Mapping[str, Team], clock: Clock = utcnow) -> None:
         self.db = db
         self.pager = pager
         self.chat = chat
         self.backoff = backoff
         self.poll_seconds = poll_seconds
         self.lease = lease
+        self.teams = teams
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
@@ -158,7 +162,8 @@ class Dispatcher:
             if self.pager is None:
                 raise Undeliverable("PagerDuty is not configured")
             await self.pager.send(delivery.action, delivery.payload["dedup_key"],
-                                  delivery.payload.get("payload"))
+                                  delivery.payload.get("payload"),
+                                  routing_key_env=self._team_key_env(delivery))
             return _Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
@@ -175,6 +180,16 @@ class Dispatcher:
             return _Outcome(delivery, "sent", coalesced=syncs)
         posted = await self.chat.post(incident.channel or "", text, blocks)
         return _Outcome(delivery, "sent", coalesced=syncs, posted=posted)
+
+    def _team_key_env(self, delivery: Delivery) -> str | None:
+        """For an L2 page, the variable holding the owning team's key; None for on-call pages."""
+        name = delivery.payload.get("team")
+        if name is None:
+            return None
+        team = self.teams.get(name)
+        if team is None or not team.pagerduty_routing_key_env:
+            raise Undeliverable(f"team {name!r} has no PagerDuty service configured any more")
+        return team.pagerduty_routing_key_env
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:

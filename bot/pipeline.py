@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
 
 from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from bot import store
 from bot.clock import Clock, utcnow
@@ -23,6 +26,7 @@ from bot.domain.routing import RoutingConfig
 from bot.store import DeliveryPolicy, IngestResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Two replicas may open an incident for the same group at the same moment; the
 # database refuses the second (unique open_group_hash) and a retry joins the first.
@@ -82,6 +86,17 @@ class Pipeline:
                 future.set_result(results[index])
         if not isinstance(results, Exception) and any(r.deliveries for r in results):
             self.on_owed()
+
+    async def transact(self, work: Callable[[Session, datetime], T]) -> T:
+        """Run `work(session, now)` in one write transaction off the event loop, then
+        wake delivery for whatever it owes. Errors propagate to the caller."""
+        def run() -> T:
+            with self.db.write() as session:
+                return work(session, self.clock())
+
+        result = await to_thread.run_sync(run)
+        self.on_owed()
+        return result
 
     def _commit(self, batches: list[Sequence[Alert]]) -> list[IngestResult]:
         for attempt in range(1, _CONFLICT_RETRIES + 1):

@@ -39,8 +39,10 @@ class PostedMessage:
 
 
 class Pager(Protocol):
-    async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
-        """Send an Events API v2 event (trigger/acknowledge/resolve) for `dedup_key`."""
+    async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None,
+                   routing_key_env: str | None = None) -> None:
+        """Send an Events API v2 event (trigger/acknowledge/resolve) for `dedup_key`, to the
+        platform on-call service, or to the service whose key is in `routing_key_env`."""
 
 
 class Chat(Protocol):

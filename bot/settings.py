@@ -29,11 +29,16 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_alert_channel: str = "#ml-alerts"
+    # An app-level token (xapp-…) switches Slack to Socket Mode: no public URL needed.
+    slack_app_token: SecretStr | None = None
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_api_token: SecretStr | None = None
     pagerduty_events_url: str = "https://events.pagerduty.com"
     pagerduty_api_url: str = "https://api.pagerduty.com"
     pagerduty_webhook_secret: SecretStr | None = None
+    # Whose on-call `/oncall who` and permission checks ask about (comma-separated IDs).
+    pagerduty_escalation_policy_ids: str = ""
+    pagerduty_schedule_ids: str = ""
     # PagerDuty's Events API accepts about 120 events a minute per integration
     # key and drops the rest; the outbox keeps below this. 0 turns the limit off.
     pagerduty_events_per_minute: int = Field(default=120, ge=0)
@@ -94,6 +99,17 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value.upper()
 
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @staticmethod
+    def id_list(value: str) -> list[str]:
+        return [part.strip() for part in value.split(",") if part.strip()]
+
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None
@@ -109,6 +125,10 @@ class Settings(BaseSettings):
             lines.append("Slack messages are disabled: SLACK_BOT_TOKEN is not set")
         if not self.paging_enabled:
             lines.append("PagerDuty pages are disabled: PAGERDUTY_ROUTING_KEY is not set")
+        if self.slack_signing_secret is None and self.slack_app_token is None:
+            lines.append("Slack commands and buttons are disabled: SLACK_SIGNING_SECRET is not set")
+        if self.pagerduty_webhook_secret is None:
+            lines.append("PagerDuty webhooks are refused: PAGERDUTY_WEBHOOK_SECRET is not set")
         if self.alert_webhook_token is None:
             lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
         return lines

@@ -72,6 +72,7 @@ def owe(
     policy: DeliveryPolicy,
     now: datetime,
     reply: str | None = None,
+    from_pager: bool = False,
 ) -> int:
     """Enqueue what `change` owes; returns how many deliveries were written."""
     tier = Tier(incident.tier)
@@ -80,6 +81,8 @@ def owe(
         pages=tier.pages and incident.silence_id is None,
         posts=tier.posts and incident.silence_id is None,
         paged_before=incident.paged,
+        reply=reply is not None,
+        from_pager=from_pager,
     )
     written = 0
     for item in owed:
@@ -376,14 +379,30 @@ def apply_alerts(
 
 def resolve(
     incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime, actor: str,
-    detail: str,
+    detail: str, reply: str | None = None, from_pager: bool = False,
 ) -> None:
     incident.state = IncidentState.RESOLVED.value
     incident.open_group_hash = None
     incident.resolved_at = now
     incident.resolved_by = actor
     add_timeline(incident, "resolved", detail, session=session, actor=actor, now=now)
-    owe(incident, "resolved", session=session, policy=policy, now=now)
+    owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
+        from_pager=from_pager)
+    if incident.escalation_paged and policy.pagerduty:
+        session.add(Delivery(
+            incident_id=incident.id, target="pagerduty", action="resolve",  # type: ignore[arg-type]
+            payload=escalation_payload(incident, incident.escalated_team or ""),
+            created_at=now, next_attempt_at=now))
+
+
+def escalation_payload(incident: Incident, team: str, trigger: dict[str, Any] | None = None,
+                       ) -> dict[str, Any]:
+    """An event for the owning team's own PagerDuty service: the key is not stored, only
+    the team, whose routing_key_env the adapter reads when it sends."""
+    body: dict[str, Any] = {"dedup_key": f"{incident.key}-l2", "team": team}
+    if trigger is not None:
+        body["payload"] = trigger
+    return body
 
 
 # --- outbox -----------------------------------------------------------------

@@ -57,6 +57,21 @@ class BotProcess:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def start(self) -> None:
+        """Start and wait until healthy; a port taken between choosing and binding it
+        (another process got there first) is retried on a new port."""
+        for attempt in range(3):
+            try:
+                self._spawn()
+                return
+            except AssertionError:
+                if "address already in use" not in self.log() or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.http.close()
+                self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def _spawn(self) -> None:
         environment = {k: v for k, v in os.environ.items()
                        if not k.startswith(("SLACK_", "PAGERDUTY_", "ALERT_", "ONCALL_"))}
         environment.update(self.env)

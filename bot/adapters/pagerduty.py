@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,30 +56,59 @@ def _retry_after(response: Any) -> float | None:
 
 
 class PagerDutyEvents:
-    """Implements `Pager` for one integration (routing) key."""
+    """Implements `Pager`: the platform on-call service's integration key, plus the keys
+    of model-owning teams (for L2), read from the environment variable each team names
+    when an event is sent, so no key is ever stored with the delivery."""
 
     def __init__(self, routing_key: str, *, base_url: str, ssl_context: ssl.SSLContext,
                  timeout: float, per_minute: int) -> None:
-        self._client = pagerduty.EventsApiV2Client(routing_key, base_url=base_url,
-                                                   verify=ssl_context)
-        single_attempt(self._client, timeout)
-        self._bucket = TokenBucket(per_minute, time.monotonic()) if per_minute else None
+        self._routing_key = routing_key
+        self._base_url = base_url
+        self._ssl_context = ssl_context
+        self._timeout = timeout
+        self._per_minute = per_minute
+        self._clients: dict[str, pagerduty.EventsApiV2Client] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         # Events of one incident are never in flight together (the outbox sends them in
         # order), so events of different incidents may go out in parallel.
         self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pagerduty")
 
-    async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
-        if self._bucket is not None:
-            wait = self._bucket.take(time.monotonic())
+    def _key(self, routing_key_env: str | None) -> str:
+        if routing_key_env is None:
+            return self._routing_key
+        key = os.environ.get(routing_key_env)
+        if not key:
+            raise Undeliverable(f"the team's PagerDuty key variable {routing_key_env} is not set")
+        return key
+
+    def _client(self, key: str) -> pagerduty.EventsApiV2Client:
+        client = self._clients.get(key)
+        if client is None:
+            client = pagerduty.EventsApiV2Client(key, base_url=self._base_url,
+                                                 verify=self._ssl_context)
+            single_attempt(client, self._timeout)
+            self._clients[key] = client
+        return client
+
+    async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None,
+                   routing_key_env: str | None = None) -> None:
+        key = self._key(routing_key_env)
+        if self._per_minute:
+            bucket = self._buckets.setdefault(key, TokenBucket(self._per_minute,
+                                                               time.monotonic()))
+            wait = bucket.take(time.monotonic())
             if wait > 0:
                 raise RetryLater("over the Events API rate limit", after=wait, whole_target=True)
+        client = self._client(key)
         await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._send, action, dedup_key, payload)
+            self._threads, self._send, client, action, dedup_key, payload)
 
-    def _send(self, action: str, dedup_key: str, payload: dict[str, Any] | None) -> None:
+    @staticmethod
+    def _send(client: pagerduty.EventsApiV2Client, action: str, dedup_key: str,
+              payload: dict[str, Any] | None) -> None:
         properties = {"payload": payload} if payload else {}
         try:
-            self._client.send_event(action, dedup_key=dedup_key, **properties)
+            client.send_event(action, dedup_key=dedup_key, **properties)
         except pagerduty.HttpError as exc:
             status = exc.response.status_code
             text = _error_text(exc.response)
@@ -93,4 +123,5 @@ class PagerDutyEvents:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        for client in self._clients.values():
+            client.close()

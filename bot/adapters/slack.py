@@ -31,12 +31,11 @@ class SlackChat:
             retry_handlers=[],
         )
 
-    def _session(self) -> aiohttp.ClientSession:
-        """One pooled session for all calls (without it the SDK opens a new session,
-        and a new connection, per call); made on first use, inside the event loop."""
+    def start(self) -> None:
+        """Give the client one pooled session for all calls (without it the SDK opens a
+        new session, and a new connection, per call); must run inside the event loop."""
         if self.client.session is None or self.client.session.closed:
             self.client.session = aiohttp.ClientSession()
-        return self.client.session
 
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]],
                    thread_ts: str | None = None) -> PostedMessage:
@@ -52,7 +51,6 @@ class SlackChat:
                          blocks=blocks)
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
-        self._session()
         try:
             return await method(**kwargs)
         except SlackApiError as exc:

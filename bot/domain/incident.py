@@ -76,22 +76,28 @@ PAGE_ACTIONS = {
 
 
 def owed_for_change(
-    change: str, *, pages: bool, posts: bool, paged_before: bool
+    change: str, *, pages: bool, posts: bool, paged_before: bool, reply: bool = False,
+    from_pager: bool = False,
 ) -> list[Owed]:
     """What a change to an incident owes PagerDuty and Slack.
 
     `change` is "opened", "reopened", "acknowledged", "resolved", "joined" (a new
-    alert joined) or "refired" (a known alert fired again while open). An
-    acknowledge or resolve is only sent to PagerDuty for incidents that were paged.
+    alert joined), "refired" (a known alert fired again while open) or "noted".
+    An acknowledge or resolve is only sent to PagerDuty for incidents that were
+    paged, and never back to PagerDuty when the change came from it. A thread
+    reply is owed for joins, re-fires and reopens, and whenever `reply` is asked.
     """
     owed: list[Owed] = []
     page_action = PAGE_ACTIONS.get(change)
-    if pages and page_action == "trigger":
+    if from_pager:
+        pass
+    elif pages and page_action == "trigger":
         owed.append(Owed("pagerduty", "trigger"))
     elif paged_before and page_action in ("acknowledge", "resolve"):
         owed.append(Owed("pagerduty", page_action))
     if posts:
-        owed.append(Owed("slack", "sync"))
-        if change in ("joined", "refired", "reopened"):
+        if change != "noted":
+            owed.append(Owed("slack", "sync"))
+        if reply or change in ("joined", "refired", "reopened"):
             owed.append(Owed("slack", "reply"))
     return owed

@@ -36,17 +36,22 @@ class IncidentView:
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    escalated_team: str | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def status_line(self) -> str:
+        """mrkdwn, already escaped: Slack users are shown as mentions."""
         parts = [f"{self.firing} of {self.alert_count} alert(s) firing"]
         if self.triggered_at:
             parts.append(f"opened {self.triggered_at:%Y-%m-%d %H:%M:%S} UTC")
         if self.acknowledged_by:
-            parts.append(f"acknowledged by {self.acknowledged_by}")
+            parts.append(f"acknowledged by {actor_mrkdwn(self.acknowledged_by)}")
+        if self.escalated_team:
+            parts.append(f"escalated to {mrkdwn(self.escalated_team)}")
         if self.resolved_at:
-            parts.append(f"resolved {self.resolved_at:%H:%M:%S} UTC by {self.resolved_by}")
+            parts.append(f"resolved {self.resolved_at:%H:%M:%S} UTC by "
+                         f"{actor_mrkdwn(self.resolved_by or '')}")
         return " · ".join(parts)
 
     @property
@@ -61,6 +66,14 @@ class IncidentView:
 def mrkdwn(text: object) -> str:
     """Escape the three characters Slack's mrkdwn treats as control characters."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def actor_mrkdwn(actor: str) -> str:
+    """A timeline actor as Slack shows it: `slack:U123` becomes a mention."""
+    kind, _, ident = actor.partition(":")
+    if kind == "slack" and ident.isalnum():
+        return f"<@{ident}>"
+    return mrkdwn(ident if kind == "pagerduty" and ident else actor)
 
 
 def truncate_to(text: str, limit: int) -> str:

@@ -9,7 +9,7 @@ loaded; every error names the key that is wrong.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -55,9 +55,29 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Team:
+    """A model-owning data-science team, reached on purpose for L2 escalation."""
+
+    name: str
+    slack_group: str | None = None  # Slack user group ID (S…), mentioned in the thread
+    pagerduty_routing_key_env: str | None = None  # env var holding the team's Events API key
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Who may resolve L1 incidents, silence and escalate (besides whoever is on call)."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    on_call: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     routes: tuple[Route, ...]
     reopen_window: timedelta
+    teams: Mapping[str, Team] = field(default_factory=dict)
+    permissions: Permissions = Permissions()
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -107,11 +127,28 @@ class _Defaults(BaseModel):
         return _duration(value)
 
 
+class _TeamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slack_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]+$")
+    pagerduty_routing_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _PermissionsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = []
+    groups: list[str] = []
+    on_call: bool = True
+
+
 class _RoutingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int
     defaults: _Defaults = _Defaults()
+    teams: dict[str, _TeamSpec] = {}
+    permissions: _PermissionsSpec = _PermissionsSpec()
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -140,6 +177,11 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
             f"{source}: routes[{len(spec.routes) - 1}] ({spec.routes[-1].name!r}): "
             "the last route is the default and must have no matchers"
         )
+    for index, route in enumerate(spec.routes):
+        if route.team is not None and route.team not in spec.teams:
+            raise RoutingError(
+                f"{source}: routes[{index}].team: {route.team!r} is not defined under teams"
+            )
     routes = tuple(
         Route(
             name=r.name,
@@ -152,4 +194,9 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
         )
         for r in spec.routes
     )
-    return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window)
+    teams = {name: Team(name, t.slack_group, t.pagerduty_routing_key_env)
+             for name, t in spec.teams.items()}
+    permissions = Permissions(frozenset(spec.permissions.users),
+                              frozenset(spec.permissions.groups), spec.permissions.on_call)
+    return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
+                         permissions=permissions)

@@ -8,8 +8,6 @@ failure answers 503, because Alertmanager retries 5xx and drops every 4xx.
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import time
 
@@ -21,49 +19,9 @@ from bot.db import is_transient
 from bot.intake import PARSERS, PayloadError
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
+from bot.web.http import Rejected, check_token, decode_json, error_response, read_body
 
 log = logging.getLogger(__name__)
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, reason: str, message: str, **extra: object) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.extra = extra
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None,
-           **extra: object) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
-
-
-def _check_token(request: Request, token: bytes | None) -> None:
-    if token is None:
-        return
-    given = request.headers.get("authorization", "").encode()
-    if not hmac.compare_digest(given, b"Bearer " + token):
-        raise Rejected(401, "token", "missing or wrong bearer token in the Authorization header")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Rejected(413, "size", f"body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, "size", f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _decode(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "json", f"body is not valid JSON: {exc}") from None
 
 
 def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes | None,
@@ -73,8 +31,8 @@ def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes
     async def receive(source: str, request: Request) -> JSONResponse:
         started = time.perf_counter()
         try:
-            _check_token(request, token)
-            document = _decode(await _read_body(request, max_body))
+            check_token(request, token)
+            document = decode_json(await read_body(request, max_body))
             try:
                 alerts = PARSERS[source](document)
             except PayloadError as exc:
@@ -82,7 +40,7 @@ def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes
                                problems=exc.problems) from None
         except Rejected as exc:
             metrics.rejected.labels(source, exc.reason).inc()
-            return _error(exc.status, str(exc), **exc.extra)
+            return error_response(exc.status, str(exc), **exc.extra)
         try:
             result = await pipeline.ingest(alerts)
         except SQLAlchemyError as exc:
@@ -91,7 +49,7 @@ def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes
             log.warning("database unavailable while ingesting %s alerts: %s", source,
                         type(exc).__name__)
             metrics.rejected.labels(source, "unavailable").inc()
-            return _error(503, "the incident database is unavailable; retry later",
+            return error_response(503, "the incident database is unavailable; retry later",
                           headers={"Retry-After": "5"})
         for alert in alerts:
             metrics.alerts.labels(source, alert.status.value).inc()

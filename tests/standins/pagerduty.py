@@ -135,6 +135,15 @@ class PagerDutyStandIn(StandIn):
                     return self.incidents[incident_id]["status"]
         return None
 
+    def rest_requests(self, name: str | None = None) -> list[Request]:
+        """Normally answered REST v2 requests (not Events), in order; with
+        ``name``, only those to that operation (``"listOnCalls"``,
+        ``"listIncidents"``, ``"updateIncident"``, ``"createIncidentNote"``) or
+        with exactly that path (``"/oncalls"``)."""
+        with self.lock:
+            return [r for r in self.requests if r.path != "/v2/enqueue"
+                    and name in (None, r.path, rest_operation(r.http_method, r.path))]
+
     # -- StandIn hooks ---------------------------------------------------------
     def fault_matches(self, match, name):
         return name.startswith(match)
@@ -149,12 +158,8 @@ class PagerDutyStandIn(StandIn):
         parts = req.path.strip("/").split("/")
         if req.http_method == "POST" and req.path == "/v2/enqueue":
             return self._enqueue(req)
-        op = {("GET", 1, "oncalls"): "listOnCalls",
-              ("GET", 1, "incidents"): "listIncidents",
-              ("PUT", 2, "incidents"): "updateIncident",
-              ("POST", 3, "incidents"): "createIncidentNote",
-              }.get((req.http_method, len(parts), parts[0]))
-        if op is None or (op == "createIncidentNote" and parts[2] != "notes"):
+        op = rest_operation(req.http_method, req.path)
+        if op is None:
             self.violation(req, "no such endpoint")
             return Reply(404, {"error": {"message": "Not Found", "code": 2100}})
         denied = self._check_rest_request(req, REST_OPERATIONS[op])
@@ -322,6 +327,19 @@ class PagerDutyStandIn(StandIn):
         self.notes.append({"incident_id": incident["id"], "content": note["content"],
                            "from": req.headers["from"], "note": note})
         return Reply(200, {"note": note})
+
+
+def rest_operation(http_method: str, path: str) -> str | None:
+    """The REST v2 operationId a request maps to, or None (not served)."""
+    parts = path.strip("/").split("/")
+    op = {("GET", 1, "oncalls"): "listOnCalls",
+          ("GET", 1, "incidents"): "listIncidents",
+          ("PUT", 2, "incidents"): "updateIncident",
+          ("POST", 3, "incidents"): "createIncidentNote",
+          }.get((http_method, len(parts), parts[0]))
+    if op == "createIncidentNote" and parts[2] != "notes":
+        return None
+    return op
 
 
 def _event_rule_errors(event: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""A stand-in for Slack's Web API (the chat.* methods the bot uses).
+"""A stand-in for Slack's Web API (the methods the bot uses) and response_urls.
 
 Point ``slack_sdk``'s ``AsyncWebClient(token=..., base_url=slack.base_url)`` at
 it.  slack_sdk 3.48 sends ``chat.postMessage``/``update``/``postEphemeral`` as
@@ -10,17 +10,39 @@ answer is also appended to ``violations``.  Injected faults answer real HTTP
 errors (429 with ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``).
 
 State: ``messages[channel_id][ts]`` is the current version of each message
-(keys ``channel, ts, text, blocks, attachments, thread_ts, user``).
+(keys ``channel, ts, text, blocks, attachments, thread_ts, user``);
+``views`` lists the modals opened (``{"trigger_id", "view"}``); users and
+user groups are registered with :meth:`SlackStandIn.add_user` /
+:meth:`SlackStandIn.add_usergroup`.
+
+Look-ups that merely miss (``user_not_found`` for a well-formed but unknown
+ID, ``users_not_found``, ``no_such_subteam``) are legitimate answers, not
+violations; a malformed request (missing argument, a name where an ID is
+required, an invalid view, a reused trigger_id) is.
+
+``response_url``: ``POST {origin}/response/<name>`` takes a JSON body like
+Slack's response_url payloads and answers HTTP 200 ``ok`` as plain text (errors:
+HTTP 400 and a plain-text code such as ``no_text``, recorded as violations).
+Accepted bodies are only recorded (:meth:`SlackStandIn.responses`); they do
+not change ``messages``.
 """
 
 import hashlib
+import itertools
 import json
 import re
+import time
+from urllib.parse import parse_qs, urlsplit
 
-from ._server import Reply, Request, StandIn
+from ._server import Reply, Request, StandIn, _parse_body
 
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
 BOT_USER_ID = "U0STANDBOT"
+TEAM_ID = "T0STANDIN"
+APP_ID = "A0STANDAPP"
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+RESPONSE_PATH = "/response/"
 KNOWN_BLOCKS = {"section", "header", "context", "actions", "divider",
                 "rich_text", "image", "input"}
 TEXT_TYPES = {"mrkdwn", "plain_text"}
@@ -31,7 +53,10 @@ class SlackStandIn(StandIn):
 
     ``base_url`` ends with ``/api/`` as slack_sdk requires.  Methods served:
     ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-    ``chat.getPermalink``; anything else answers ``unknown_method``.
+    ``chat.getPermalink``, ``users.info``, ``users.lookupByEmail``,
+    ``usergroups.users.list``, ``views.open``; anything else answers
+    ``unknown_method``.  ``response_url(name)`` gives a response_url served
+    by the same server (recorded under the name ``response_url``).
     """
 
     def __init__(self, token: str = "xoxb-test"):
@@ -39,11 +64,58 @@ class SlackStandIn(StandIn):
         self.token = token
         self.messages: dict[str, dict[str, dict]] = {}
         self.ephemeral: list[dict] = []
+        self.views: list[dict] = []  # {"trigger_id", "view"} per views.open
+        self.users: dict[str, dict] = {}  # id -> user object (as users.info returns)
+        self.usergroups: dict[str, dict] = {}  # id -> {"id", "handle", "users"}
+        self._responses: list[tuple[str, dict]] = []  # (name, body) accepted
         self._ts_counter = 0
+        self._view_ids = itertools.count(1)
 
     @property
     def base_url(self) -> str:
         return f"{self.origin}/api/"
+
+    def response_url(self, name: str = "x") -> str:
+        """A response_url served here; POSTs to it are kept by :meth:`responses`."""
+        return f"{self.origin}{RESPONSE_PATH}{name}"
+
+    # -- configuration -------------------------------------------------------
+    def add_user(self, user_id: str, name: str, email: str, real_name: str | None = None,
+                 tz: str = "Europe/London", display_name: str | None = None) -> dict:
+        """Register a workspace member for ``users.info`` / ``users.lookupByEmail``.
+
+        ``name`` is the Slack username (handle); ``real_name`` defaults to it
+        and ``display_name`` to ``real_name``.  Returns the user object.
+        """
+        if not USER_ID.match(user_id):
+            raise ValueError(f"Slack user IDs look like U0123ABCD, not {user_id!r}")
+        real_name = real_name or name
+        display_name = real_name if display_name is None else display_name
+        user = {"id": user_id, "team_id": TEAM_ID, "name": name, "deleted": False,
+                "real_name": real_name, "tz": tz, "is_bot": False, "is_admin": False,
+                "profile": {"email": email, "real_name": real_name,
+                            "display_name": display_name,
+                            "real_name_normalized": real_name,
+                            "display_name_normalized": display_name,
+                            "team": TEAM_ID}}
+        with self.lock:
+            self.users[user_id] = user
+        return json.loads(json.dumps(user))
+
+    def add_usergroup(self, group_id: str, handle: str, user_ids: list[str]) -> dict:
+        """Register a user group (``S…`` ID, ``handle`` without ``@``)."""
+        if not USERGROUP_ID.match(group_id):
+            raise ValueError(f"Slack user group IDs look like S0123ABCD, not {group_id!r}")
+        group = {"id": group_id, "handle": handle.lstrip("@"), "users": list(user_ids)}
+        with self.lock:
+            self.usergroups[group_id] = group
+        return dict(group, users=list(user_ids))
+
+    def responses(self, name: str | None = None) -> list[dict]:
+        """JSON bodies accepted at response_urls (optionally only ``name``'s), in order."""
+        with self.lock:
+            return [json.loads(json.dumps(body)) for n, body in self._responses
+                    if name in (None, n)]
 
     # -- queries -------------------------------------------------------------
     @staticmethod
@@ -88,6 +160,8 @@ class SlackStandIn(StandIn):
 
     # -- StandIn hooks -------------------------------------------------------
     def route_name(self, http_method, path):
+        if path.startswith(RESPONSE_PATH):
+            return "response_url"
         return path.removeprefix("/api/")
 
     def fault_reply(self, fault, req):
@@ -114,18 +188,31 @@ class SlackStandIn(StandIn):
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "chat.getPermalink": self._get_permalink,
+            "users.info": self._users_info,
+            "users.lookupByEmail": self._users_lookup_by_email,
+            "usergroups.users.list": self._usergroups_users_list,
+            "views.open": self._views_open,
         }.get(req.name)
         if handler is None:
             return self._error(req, "unknown_method")
         return handler(req, args)
 
     # -- methods -------------------------------------------------------------
-    def _error(self, req, error, details=()):
-        self.violation(req, error + "".join(f"; {d}" for d in details))
+    def _error(self, req, error, details=(), violation=True):
+        """Slack's error answer; recorded as a violation unless it is a mere miss."""
+        if violation:
+            self.violation(req, error + "".join(f"; {d}" for d in details))
         body = {"ok": False, "error": error}
         if details:
             body["errors"] = list(details)
         return Reply(200, body)
+
+    def _invalid_arguments(self, req, messages):
+        """``invalid_arguments`` with ``response_metadata.messages``, as views.* answer."""
+        self.violation(req, "invalid_arguments" + "".join(f"; {m}" for m in messages))
+        return Reply(200, {"ok": False, "error": "invalid_arguments",
+                           "response_metadata": {"messages": [f"[ERROR] {m}"
+                                                              for m in messages]}})
 
     def _auth_test(self, req, args):
         return Reply(200, {"ok": True, "url": "https://standin.slack.com/",
@@ -208,6 +295,148 @@ class SlackStandIn(StandIn):
         return Reply(200, {"ok": True, "channel": channel, "permalink":
                            f"https://standin.slack.com/archives/{channel}/p{ts.replace('.', '')}"})
 
+    def _users_info(self, req, args):
+        user_id = args.get("user")
+        if not user_id:
+            return self._error(req, "invalid_arguments", ["user is required"])
+        if not USER_ID.match(str(user_id)):  # a name or email where an ID belongs
+            return self._error(req, "user_not_found", [f"{user_id!r} is not a user ID"])
+        user = self.users.get(user_id)
+        if user is None:
+            return self._error(req, "user_not_found", violation=False)
+        return Reply(200, {"ok": True, "user": user})
+
+    def _users_lookup_by_email(self, req, args):
+        email = args.get("email")
+        if not email:
+            return self._error(req, "invalid_arguments", ["email is required"])
+        if "@" not in str(email):
+            return self._error(req, "invalid_email", [f"{email!r} is not an email"])
+        for user in self.users.values():
+            if user["profile"]["email"].lower() == str(email).lower():
+                return Reply(200, {"ok": True, "user": user})
+        return self._error(req, "users_not_found", violation=False)
+
+    def _usergroups_users_list(self, req, args):
+        group_id = args.get("usergroup")
+        if not group_id:
+            return self._error(req, "invalid_arguments", ["usergroup is required"])
+        if not USERGROUP_ID.match(str(group_id)):  # e.g. the @handle instead of the ID
+            return self._error(req, "no_such_subteam",
+                               [f"{group_id!r} is not a user group ID"])
+        group = self.usergroups.get(group_id)
+        if group is None:
+            return self._error(req, "no_such_subteam", violation=False)
+        return Reply(200, {"ok": True, "users": list(group["users"])})
+
+    def _views_open(self, req, args):
+        trigger_id = args.get("trigger_id") or args.get("interactivity_pointer")
+        view = args.get("view")
+        if isinstance(view, str):  # form-encoded: view is a JSON string
+            try:
+                view = json.loads(view)
+            except ValueError:
+                return self._invalid_arguments(req, ["view is not valid JSON "
+                                                     "[json-pointer:/view]"])
+        if not trigger_id:
+            return self._invalid_arguments(req, ["missing required field: trigger_id"])
+        if not isinstance(view, dict):
+            return self._invalid_arguments(req, ["missing required field: view"])
+        problems = view_problems(view)
+        if problems:
+            return self._invalid_arguments(req, problems)
+        if any(v["trigger_id"] == trigger_id for v in self.views):
+            return self._error(req, "exchanged_trigger_id",
+                               ["each trigger_id opens at most one view"])
+        view_id = f"V{next(self._view_ids):010d}"
+        opened = {
+            "id": view_id, "team_id": TEAM_ID, "type": "modal",
+            "blocks": view.get("blocks", []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": hashlib.sha1(f"{view_id}:{time.time()}".encode()).hexdigest()[:20],
+            "title": view["title"], "close": view.get("close"),
+            "submit": view.get("submit"),
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "previous_view_id": None, "root_view_id": view_id, "app_id": APP_ID,
+            "external_id": view.get("external_id", ""),
+            "app_installed_team_id": TEAM_ID, "bot_id": "B0STANDBOT",
+        }
+        self.views.append({"trigger_id": trigger_id, "view": opened})
+        return Reply(200, {"ok": True, "view": opened})
+
+    # -- response_url --------------------------------------------------------
+    def _answer(self, h):
+        """response_url POSTs answer plain text; everything else as the base class."""
+        if not urlsplit(h.path).path.startswith(RESPONSE_PATH):
+            return super()._answer(h)
+        url = urlsplit(h.path)
+        raw = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        req = Request(name=self.route_name(h.command, url.path), http_method=h.command,
+                      path=url.path, query=parse_qs(url.query, keep_blank_values=True),
+                      headers=headers, raw=raw,
+                      body=_parse_body(headers.get("content-type", ""), raw))
+        fault = self._take_fault(req.name)
+        if fault is not None and fault.hang is not None:
+            time.sleep(fault.hang)
+            fault = None
+        with self.lock:
+            if fault is not None:
+                status, text = fault.status, self.fault_reply(fault, req).body["error"]
+            else:
+                try:
+                    status, text = self._response_url(req)
+                except Exception as exc:  # a stand-in bug: make it visible
+                    self.violation(req, f"stand-in crashed: {exc!r}")
+                    status, text = 500, "stand-in crashed"
+            req.status, req.response = status, text
+            (self.failed_requests if fault else self.requests).append(req)
+        payload = text.encode()
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "text/plain; charset=utf-8")
+            h.send_header("Content-Length", str(len(payload)))
+            if fault is not None and fault.retry_after is not None:
+                h.send_header("Retry-After", str(fault.retry_after))
+            h.end_headers()
+            h.wfile.write(payload)
+        except OSError:
+            pass
+
+    def _response_url(self, req: Request) -> tuple[int, str]:
+        """Validate and record one response_url POST: (HTTP status, text)."""
+        def reject(status, error, detail):
+            self.violation(req, f"{error}; {detail}")
+            return status, error
+
+        if req.http_method != "POST":
+            return reject(405, "invalid_method", "response_urls take POST only")
+        if not req.headers.get("content-type", "").startswith("application/json"):
+            return reject(400, "invalid_payload", "Content-Type must be application/json")
+        body = req.body
+        if not isinstance(body, dict):
+            return reject(400, "invalid_payload", "body must be a JSON object")
+        if body.get("response_type", "ephemeral") not in ("ephemeral", "in_channel"):
+            return reject(400, "invalid_payload",
+                          f"response_type must be ephemeral or in_channel, "
+                          f"got {body['response_type']!r}")
+        for flag in ("replace_original", "delete_original"):
+            if flag in body and not isinstance(body[flag], bool):
+                return reject(400, "invalid_payload", f"{flag} must be a boolean")
+        blocks = body.get("blocks")
+        if blocks is not None:
+            problems = block_problems(blocks)
+            if problems:
+                return reject(400, "invalid_blocks", "; ".join(problems))
+        if not (body.get("text") or blocks or body.get("attachments")
+                or body.get("delete_original")):
+            return reject(400, "no_text", "text, blocks or delete_original is required")
+        self._responses.append((req.path[len(RESPONSE_PATH):], body))
+        return 200, "ok"
+
     def _next_ts(self) -> str:
         """Unique, increasing message timestamps: 1700000000.000100, .000200, …"""
         self._ts_counter += 1
@@ -221,14 +450,17 @@ def _public(msg: dict) -> dict:
 
 
 # -- Block Kit ----------------------------------------------------------------
-def block_problems(blocks) -> list[str]:
-    """Minimal Block Kit validation; returns problems (``[]`` when valid)."""
+def block_problems(blocks, max_blocks: int = 50, pointer: str = "/blocks") -> list[str]:
+    """Minimal Block Kit validation; returns problems (``[]`` when valid).
+
+    Messages take at most 50 blocks, modals and Home tabs 100.
+    """
     if not isinstance(blocks, list):
         return ["blocks must be an array"]
-    problems = [] if len(blocks) <= 50 else ["more than 50 blocks"]
+    problems = [] if len(blocks) <= max_blocks else [f"more than {max_blocks} blocks"]
     block_ids = set()
     for i, block in enumerate(blocks):
-        where = f"[json-pointer:/blocks/{i}]"
+        where = f"[json-pointer:{pointer}/{i}]"
         if not isinstance(block, dict) or block.get("type") not in KNOWN_BLOCKS:
             problems.append(f"unknown or missing block type {where}")
             continue
@@ -240,6 +472,30 @@ def block_problems(blocks) -> list[str]:
                 problems.append(f"duplicate block_id {block_id!r} {where}")
             block_ids.add(block_id)
         problems += [f"{p} {where}" for p in _block_problems(block)]
+    return problems
+
+
+def view_problems(view: dict) -> list[str]:
+    """Problems with a modal view object for ``views.open`` (``[]`` when valid)."""
+    if view.get("type") != "modal":
+        return [f"view type must be 'modal', got {view.get('type')!r} "
+                "[json-pointer:/view/type]"]
+    problems = [f"{p} [json-pointer:/view/{name}]"
+                for name in ("title", "submit", "close")
+                if name == "title" or view.get(name) is not None
+                for p in _text_problems(view.get(name), name, 24, plain_only=True)]
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return problems + ["view needs a blocks array [json-pointer:/view/blocks]"]
+    problems += block_problems(blocks, max_blocks=100, pointer="/view/blocks")
+    if view.get("submit") is None and any(isinstance(b, dict) and b.get("type") == "input"
+                                          for b in blocks):
+        problems.append("submit is required when a view has input blocks "
+                        "[json-pointer:/view/submit]")
+    for name, limit in (("callback_id", 255), ("private_metadata", 3000),
+                        ("external_id", 255)):
+        if len(str(view.get(name, ""))) > limit:
+            problems.append(f"{name} longer than {limit} chars [json-pointer:/view/{name}]")
     return problems
 
 

@@ -51,7 +51,7 @@ def test_shipped_default_routes_by_severity():
 
 
 def _doc(**overrides):
-    doc = {"version": 1, "routes": [
+    doc = {"version": 1, "teams": {"ds-churn": {"slack_group": "S0CHURN"}}, "routes": [
         {"name": "churn", "matchers": ['model="churn"'], "tier": "L1", "team": "ds-churn",
          "runbook": "error-rate", "channel": "#churn", "group_by": ["alertname"]},
         {"name": "default", "tier": "L0"},
@@ -79,6 +79,9 @@ def test_first_match_wins_and_carries_its_fields():
         (_doc(routes=[{"name": "a", "tier": "L0", "matchers": ['x="1"']}]), "last route"),
         (_doc(routes=[{"name": "a", "tier": "L0"}, {"name": "a", "tier": "L1"}]), "used twice"),
         (_doc(defaults={"reopen_window": "soon"}), "defaults.reopen_window"),
+        (_doc(teams={}), r"routes\[0\].team: 'ds-churn' is not defined"),
+        (_doc(teams={"ds-churn": {"slack_group": "#churn"}}), "teams.ds-churn.slack_group"),
+        (_doc(permissions={"users": ["U1"], "admins": []}), "permissions.admins"),
         ("just text", "routing file"),
     ],
 )
@@ -94,3 +97,13 @@ def test_load_routing_reports_yaml_errors_with_the_path(tmp_path: Path):
         load_routing(path)
     path.write_text(yaml.safe_dump(_doc()))
     assert load_routing(path).routes[0].name == "churn"
+
+
+def test_teams_and_permissions_are_read():
+    routing = parse_routing(_doc(
+        teams={"ds-churn": {"slack_group": "S0CHURN", "pagerduty_routing_key_env": "CHURN_KEY"}},
+        permissions={"users": ["U1"], "groups": ["S0PLAT"], "on_call": False}))
+    team = routing.teams["ds-churn"]
+    assert (team.slack_group, team.pagerduty_routing_key_env) == ("S0CHURN", "CHURN_KEY")
+    assert routing.permissions.users == {"U1"} and routing.permissions.groups == {"S0PLAT"}
+    assert routing.permissions.on_call is False

@@ -1,0 +1,85 @@
+"""Who is on call now: PagerDuty REST `GET /oncalls` through the `pagerduty` REST client.
+
+Answers are cached for a minute: `/oncall who` and permission checks may ask
+often, and PagerDuty rate-limits the REST API per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pagerduty
+
+from bot.adapters.pagerduty import single_attempt
+
+CACHE_SECONDS = 60.0
+
+
+class OnCallUnavailable(Exception):
+    """PagerDuty could not be asked; the message says why, for a human."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnCallShift:
+    name: str
+    email: str | None
+    user_id: str
+    level: int
+    until: str | None  # ISO time from PagerDuty; None for a permanent on-call
+    schedule: str | None
+    escalation_policy: str | None
+
+
+class PagerDutyOnCall:
+    def __init__(self, api_token: str, *, base_url: str, ssl_context: ssl.SSLContext,
+                 timeout: float, escalation_policy_ids: Sequence[str],
+                 schedule_ids: Sequence[str]) -> None:
+        self._client = pagerduty.RestApiV2Client(api_token, base_url=base_url,
+                                                 verify=ssl_context)
+        single_attempt(self._client, timeout)
+        self._params: dict[str, object] = {"include[]": ["users"]}
+        if escalation_policy_ids:
+            self._params["escalation_policy_ids[]"] = list(escalation_policy_ids)
+        if schedule_ids:
+            self._params["schedule_ids[]"] = list(schedule_ids)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pagerduty-rest")
+        self._cached: tuple[float, list[OnCallShift]] | None = None
+
+    async def now(self) -> list[OnCallShift]:
+        """Everyone on call now, lowest escalation level first (cached for a minute)."""
+        if self._cached and time.monotonic() - self._cached[0] < CACHE_SECONDS:
+            return self._cached[1]
+        shifts = await asyncio.get_running_loop().run_in_executor(self._thread, self._fetch)
+        self._cached = (time.monotonic(), shifts)
+        return shifts
+
+    def _fetch(self) -> list[OnCallShift]:
+        try:
+            entries = self._client.rget("/oncalls", params=self._params)
+        except pagerduty.HttpError as exc:
+            raise OnCallUnavailable(
+                f"PagerDuty answered HTTP {exc.response.status_code} to GET /oncalls") from None
+        except pagerduty.Error:
+            raise OnCallUnavailable("PagerDuty could not be reached") from None
+        shifts = [
+            OnCallShift(
+                name=entry["user"].get("name") or entry["user"].get("summary", "?"),
+                email=entry["user"].get("email"),
+                user_id=entry["user"]["id"],
+                level=int(entry.get("escalation_level") or 1),
+                until=entry.get("end"),
+                schedule=(entry.get("schedule") or {}).get("summary"),
+                escalation_policy=(entry.get("escalation_policy") or {}).get("summary"),
+            )
+            for entry in entries
+        ]
+        return sorted(shifts, key=lambda s: (s.level, s.name))
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._client.close()

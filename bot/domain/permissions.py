@@ -1,0 +1,38 @@
+"""Who may do what: the one place that decides, given facts gathered by the caller.
+
+Resolving an L1 incident, silencing and escalating to a model's owners are
+restricted to configured Slack users and user groups and to whoever is on call
+now. Acknowledging, noting, listing and declaring are open to everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from enum import StrEnum
+
+from bot.domain.routing import Permissions
+
+
+class Guarded(StrEnum):
+    RESOLVE_L1 = "resolve an L1 incident"
+    SILENCE = "silence alerts"
+    ESCALATE = "escalate to a model's owners"
+
+
+def may(user_id: str, *, permissions: Permissions, groups_of_user: Collection[str],
+        on_call: bool) -> bool:
+    if user_id in permissions.users:
+        return True
+    if permissions.groups.intersection(groups_of_user):
+        return True
+    return permissions.on_call and on_call
+
+
+def who_may(action: Guarded, permissions: Permissions) -> str:
+    """The refusal text: names everyone who may, so the person knows whom to ask."""
+    who = [f"<@{u}>" for u in sorted(permissions.users)]
+    who += [f"<!subteam^{g}>" for g in sorted(permissions.groups)]
+    if permissions.on_call:
+        who.append("whoever is on call now")
+    listed = ", ".join(who) if who else "nobody (no users, groups or on-call configured)"
+    return f"You may not {action.value}. Allowed: {listed}."

@@ -1,0 +1,171 @@
+"""What people do to incidents, from Slack or PagerDuty: acknowledge, resolve, note,
+declare, escalate to the model's owners. Each runs inside the caller's transaction,
+locks the incident row first (so a Slack click and a PagerDuty webhook arriving
+together apply once), writes the timeline and enqueues what the change owes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from bot import store
+from bot.domain.incident import Action, IncidentState, TransitionError, group_hash, transition
+from bot.domain.pages import trigger_payload
+from bot.domain.routing import RoutingConfig, Team, Tier
+from bot.models import Delivery, Incident
+from bot.store import DeliveryPolicy
+
+
+class ActionRefused(Exception):
+    """The action cannot be done; the message says why, for the person who asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it: `id` goes on the timeline (slack:U…, pagerduty:P…), `mention` into Slack."""
+
+    id: str
+    mention: str
+    via: str  # "slack" | "pagerduty"
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    incident_id: int
+    changed: bool
+    message: str
+
+
+def locked(incident_id: int, *, session: Session) -> Incident:
+    incident = session.exec(
+        select(Incident).where(Incident.id == incident_id).with_for_update()
+    ).first()
+    if incident is None:
+        raise ActionRefused(f"There is no incident #{incident_id}.")
+    return incident
+
+
+def locked_by_key(key: str, *, session: Session) -> Incident | None:
+    return session.exec(select(Incident).where(Incident.key == key).with_for_update()).first()
+
+
+def acknowledge(incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime,
+                actor: Actor) -> Done:
+    try:
+        new_state = transition(IncidentState(incident.state), Action.ACKNOWLEDGE)
+    except TransitionError:
+        raise ActionRefused(f"Incident #{incident.id} is already resolved.") from None
+    if new_state is None:
+        return Done(incident.id, False,  # type: ignore[arg-type]
+                    f"Incident #{incident.id} was already acknowledged by "
+                    f"{incident.acknowledged_by}.")
+    incident.state = new_state.value
+    incident.acknowledged_at = now
+    incident.acknowledged_by = actor.id
+    store.add_timeline(incident, "acknowledged", f"acknowledged via {actor.via}",
+                       session=session, actor=actor.id, now=now)
+    store.owe(incident, "acknowledged", session=session, policy=policy, now=now,
+              reply=f"Acknowledged by {actor.mention} via {actor.via}.",
+              from_pager=actor.via == "pagerduty")
+    return Done(incident.id, True, f"Acknowledged incident #{incident.id}.")  # type: ignore[arg-type]
+
+
+def resolve(incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime,
+            actor: Actor, note: str = "") -> Done:
+    if transition(IncidentState(incident.state), Action.RESOLVE) is None:
+        raise ActionRefused(f"Incident #{incident.id} is already resolved.")
+    detail = f"resolved via {actor.via}" + (f": {note}" if note else "")
+    store.resolve(incident, session=session, policy=policy, now=now, actor=actor.id,
+                  detail=detail, from_pager=actor.via == "pagerduty",
+                  reply=f"Resolved by {actor.mention} via {actor.via}."
+                  + (f" Note: {note}" if note else ""))
+    return Done(incident.id, True, f"Resolved incident #{incident.id}.")  # type: ignore[arg-type]
+
+
+def add_note(incident: Incident, text: str, *, session: Session, policy: DeliveryPolicy,
+             now: datetime, actor: Actor) -> Done:
+    store.add_timeline(incident, "note", text, session=session, actor=actor.id, now=now)
+    store.owe(incident, "noted", session=session, policy=policy, now=now,
+              reply=f"Note from {actor.mention}: {text}")
+    return Done(incident.id, True, f"Noted on incident #{incident.id}.")  # type: ignore[arg-type]
+
+
+def declare(title: str, *, model: str | None, tier: Tier, severity: str | None,
+            routing: RoutingConfig, session: Session, policy: DeliveryPolicy, now: datetime,
+            actor: Actor) -> Done:
+    """A manual incident: routed like an alert for its team, paged like any L1."""
+    labels = {"alertname": "Declared", "severity": severity or ("critical" if tier.pages
+                                                                  else "warning")}
+    if model:
+        labels["model"] = model
+    route = routing.route(labels)
+    key = f"declared:{uuid.uuid4().hex}"  # a declared incident never groups with another
+    incident = Incident(
+        key=uuid.uuid4().hex, group_key=key, group_hash=group_hash(key),
+        open_group_hash=group_hash(key), title=title, state=IncidentState.TRIGGERED.value,
+        tier=tier.value, route="declared", team=route.team, runbook=route.runbook,
+        channel=route.channel or policy.default_channel, model=model, severity=labels["severity"],
+        source=actor.via, labels=labels, triggered_at=now, last_alert_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    store.add_timeline(incident, "opened", f"{tier.value} declared via {actor.via}: {title}",
+                       session=session, actor=actor.id, now=now)
+    store.owe(incident, "opened", session=session, policy=policy, now=now)
+    return Done(incident.id, True,  # type: ignore[arg-type]
+                f"Declared incident #{incident.id} ({tier.value}): {title}")
+
+
+def escalate(incident: Incident, *, team: Team | None, team_pageable: bool, session: Session,
+             policy: DeliveryPolicy, now: datetime, actor: Actor) -> Done:
+    """L2: page the owning team's own PagerDuty service when it has one (and it is
+    configured), otherwise mention its Slack user group in the thread."""
+    if incident.state == IncidentState.RESOLVED.value:
+        raise ActionRefused(f"Incident #{incident.id} is already resolved.")
+    if team is None:
+        raise ActionRefused(f"Incident #{incident.id} has no owning team in its route "
+                            f"({incident.route!r}); add `team:` to the route.")
+    if incident.escalated_team:
+        return Done(incident.id, False,  # type: ignore[arg-type]
+                    f"Incident #{incident.id} was already escalated to {incident.escalated_team}.")
+    incident.escalated_team, incident.escalated_at, incident.escalated_by = team.name, now, actor.id
+    if team_pageable and policy.pagerduty:
+        incident.escalation_paged = True
+        trigger = trigger_payload(
+            title=f"[L2 {team.name}] {incident.title}", severity=incident.severity,
+            model=incident.model, environment=incident.environment,
+            alertname=incident.labels.get("alertname", ""), incident_id=incident.id,  # type: ignore[arg-type]
+            labels=incident.labels, source=incident.source)
+        session.add(Delivery(
+            incident_id=incident.id, target="pagerduty", action="trigger",  # type: ignore[arg-type]
+            payload=store.escalation_payload(incident, team.name, trigger),
+            created_at=now, next_attempt_at=now))
+        how = f"paged {team.name} through their PagerDuty service"
+    elif team.slack_group:
+        how = f"<!subteam^{team.slack_group}> asked to help"
+    else:
+        raise ActionRefused(f"Team {team.name} has neither a PagerDuty service nor a Slack "
+                            "group configured.")
+    store.add_timeline(incident, "escalated", f"L2 escalation to {team.name}: {how}",
+                       session=session, actor=actor.id, now=now)
+    store.owe(incident, "escalated", session=session, policy=policy, now=now,
+              reply=f"Escalated to model owner {team.name} by {actor.mention}: {how}.")
+    return Done(incident.id, True, f"Escalated incident #{incident.id} to {team.name}.")  # type: ignore[arg-type]
+
+
+def open_incidents(*, session: Session, filters: dict[str, str], limit: int = 20) -> list[Incident]:
+    query = select(Incident)
+    state = filters.get("state")
+    if state:
+        query = query.where(Incident.state == state)
+    else:
+        query = query.where(col(Incident.state).in_(store.OPEN_STATES))
+    if "model" in filters:
+        query = query.where(Incident.model == filters["model"])
+    if "tier" in filters:
+        query = query.where(Incident.tier == filters["tier"])
+    return list(session.exec(query.order_by(col(Incident.id).desc()).limit(limit)).all())

@@ -1,0 +1,85 @@
+"""Gathers the facts the permission decision needs: a user's Slack user groups and
+whether they are on call now in PagerDuty (matched by email). Both are cached for a
+minute; a lookup that fails counts as "no", never as "yes"."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
+from bot.domain.permissions import Guarded, may, who_may
+from bot.domain.routing import Permissions
+
+log = logging.getLogger(__name__)
+CACHE_SECONDS = 60.0
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, object]] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[object]]) -> object:
+        hit = self._values.get(key)
+        if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        value = await load()
+        self._values[key] = (time.monotonic(), value)
+        return value
+
+
+class Gatekeeper:
+    def __init__(self, permissions: Permissions, *, slack: AsyncWebClient,
+                 oncall: PagerDutyOnCall | None) -> None:
+        self.permissions = permissions
+        self.slack = slack
+        self.oncall = oncall
+        self._cache = _Cache()
+
+    async def refusal(self, user_id: str, action: Guarded) -> str | None:
+        """None when the user may; otherwise the ephemeral refusal naming who may."""
+        groups = await self._groups_of(user_id)
+        on_call = self.permissions.on_call and await self._is_on_call(user_id)
+        if may(user_id, permissions=self.permissions, groups_of_user=groups, on_call=on_call):
+            return None
+        return who_may(action, self.permissions)
+
+    async def _groups_of(self, user_id: str) -> set[str]:
+        found = set()
+        for group in self.permissions.groups:
+            members = await self._cache.get(f"group:{group}", lambda g=group: self._members(g))
+            if user_id in members:  # type: ignore[operator]
+                found.add(group)
+        return found
+
+    async def _members(self, group: str) -> set[str]:
+        try:
+            response = await self.slack.usergroups_users_list(usergroup=group)
+            return set(response.get("users") or [])
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not list members of Slack group %s: %s", group, exc)
+            return set()
+
+    async def _is_on_call(self, user_id: str) -> bool:
+        if self.oncall is None:
+            return False
+        try:
+            shifts = await self.oncall.now()
+        except OnCallUnavailable as exc:
+            log.warning("permission check without on-call facts: %s", exc)
+            return False
+        email = await self._cache.get(f"email:{user_id}", lambda: self._email(user_id))
+        return bool(email) and any((s.email or "").lower() == email for s in shifts)
+
+    async def _email(self, user_id: str) -> str | None:
+        try:
+            response = await self.slack.users_info(user=user_id)
+            email = (response.get("user") or {}).get("profile", {}).get("email")
+            return email.lower() if email else None
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not look up Slack user %s: %s", user_id, exc)
+            return None

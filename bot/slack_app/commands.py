@@ -1,0 +1,170 @@
+"""`/oncall`: parse (pure), ack at once, do the work, answer ephemerally via response_url."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from sqlmodel import Session
+
+from bot import store
+from bot.adapters.oncall import OnCallUnavailable
+from bot.domain.commands import HELP, Command, CommandError, parse_command
+from bot.domain.durations import format_duration
+from bot.domain.messages import actor_mrkdwn, mrkdwn
+from bot.domain.permissions import Guarded
+from bot.domain.routing import Tier
+from bot.incident_actions import (
+    ActionRefused,
+    Actor,
+    acknowledge,
+    add_note,
+    declare,
+    locked,
+    open_incidents,
+    resolve,
+)
+from bot.models import Incident
+from bot.silences import add_silence, expire_silence, list_silences
+from bot.slack_app import Services
+
+
+def slack_actor(user_id: str) -> Actor:
+    return Actor(id=f"slack:{user_id}", mention=f"<@{user_id}>", via="slack")
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.command("/oncall")
+    async def oncall(ack: Any, command: dict[str, Any], respond: Any) -> None:
+        try:
+            parsed = parse_command(command.get("text", ""))
+        except CommandError as exc:
+            await ack(response_type="ephemeral", text=str(exc))
+            return
+        await ack()
+        try:
+            text = await run(parsed, command["user_id"], services)
+        except ActionRefused as exc:
+            text = str(exc)
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+
+    @app.event("app_mention")
+    async def mentioned(event: dict[str, Any], say: Any) -> None:
+        """Someone @-mentioned the bot: point them at the command, in the thread."""
+        await say(text=HELP, thread_ts=event.get("thread_ts") or event.get("ts"))
+
+
+async def run(command: Command, user_id: str, services: Services) -> str:
+    actor = slack_actor(user_id)
+    name = command.name
+    if name == "help":
+        return HELP
+    if name == "who":
+        return await who(services)
+    if name in ("list", "show", "silences"):
+        with services.db.read() as session:
+            now = services.pipeline.clock()
+            if name == "list":
+                return list_text(session, command.filters, now)
+            if name == "show":
+                return show_text(session, command.incident_id, now)  # type: ignore[arg-type]
+            return silences_text(session, now)
+    if name in ("silence", "unsilence"):
+        refusal = await services.gatekeeper.refusal(user_id, Guarded.SILENCE)
+        if refusal:
+            return refusal
+        return await services.pipeline.transact(
+            lambda session, now: silence(command, session, now, actor))
+    if name == "resolve":
+        await _check_resolve(command.incident_id, user_id, services)  # type: ignore[arg-type]
+    if name == "declare":
+        tier = Tier(command.filters.get("tier", "L1"))
+        return (await services.pipeline.transact(lambda session, now: declare(
+            command.text, model=command.filters.get("model"), tier=tier,
+            severity=command.filters.get("severity"), routing=services.routing,
+            session=session, policy=services.policy, now=now, actor=actor))).message
+
+    def act(session: Session, now: datetime) -> str:
+        incident = locked(command.incident_id, session=session)  # type: ignore[arg-type]
+        common = {"session": session, "policy": services.policy, "now": now, "actor": actor}
+        if name == "ack":
+            return acknowledge(incident, **common).message
+        if name == "resolve":
+            return resolve(incident, note=command.text, **common).message
+        return add_note(incident, command.text, **common).message
+
+    return await services.pipeline.transact(act)
+
+
+async def _check_resolve(incident_id: int, user_id: str, services: Services) -> None:
+    """Resolving an L1 is guarded; raises ActionRefused naming who may."""
+    with services.db.read() as session:
+        incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise ActionRefused(f"There is no incident #{incident_id}.")
+    if incident.tier == Tier.L1.value:
+        refusal = await services.gatekeeper.refusal(user_id, Guarded.RESOLVE_L1)
+        if refusal:
+            raise ActionRefused(refusal)
+
+
+async def who(services: Services) -> str:
+    if services.oncall is None:
+        return "PagerDuty's REST API is not configured (PAGERDUTY_API_TOKEN is not set)."
+    try:
+        shifts = await services.oncall.now()
+    except OnCallUnavailable as exc:
+        return f"Could not ask PagerDuty who is on call: {exc}."
+    if not shifts:
+        return "Nobody is on call now according to PagerDuty."
+    lines = [f"• Level {s.level}: *{mrkdwn(s.name)}*"
+             + (f" ({mrkdwn(s.schedule)})" if s.schedule else "")
+             + (f" until {s.until}" if s.until else " (always on call)") for s in shifts]
+    return "*On call now:*\n" + "\n".join(lines)
+
+
+def _age(now: datetime, then: datetime) -> str:
+    return format_duration(now - then) + " ago"
+
+
+def list_text(session: Session, filters: dict[str, str], now: datetime) -> str:
+    incidents = open_incidents(session=session, filters=filters)
+    if not incidents:
+        return "No incidents match." if filters else "No open incidents."
+    lines = [f"• *#{i.id}* {i.tier} {i.state} · {mrkdwn(i.model or '—')} · "
+             f"{mrkdwn(i.title)} · opened {_age(now, i.triggered_at)}" for i in incidents]
+    return "\n".join(lines)
+
+
+def show_text(session: Session, incident_id: int, now: datetime) -> str:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return f"There is no incident #{incident_id}."
+    header = (f"*#{incident.id} {mrkdwn(incident.title)}*\n{incident.tier} · {incident.state} · "
+              f"model {mrkdwn(incident.model or '—')} · route {mrkdwn(incident.route)} · "
+              f"opened {_age(now, incident.triggered_at)}")
+    entries = store.timeline(incident_id, session=session)
+    lines = [f"• {e.at:%Y-%m-%d %H:%M:%S} {e.kind} by {actor_mrkdwn(e.actor)}: {mrkdwn(e.detail)}"
+             for e in entries[-30:]]
+    return header + "\n*Timeline*\n" + "\n".join(lines)
+
+
+def silences_text(session: Session, now: datetime) -> str:
+    silences = list_silences(session=session, now=now)
+    if not silences:
+        return "No silences in force."
+    return "\n".join(f"• *#{s.id}* {mrkdwn(' '.join(s.matchers))} · ends in "
+                     f"{format_duration(s.ends_at - now)} · by {actor_mrkdwn(s.created_by)}"
+                     + (f" · {mrkdwn(s.comment)}" if s.comment else "") for s in silences)
+
+
+def silence(command: Command, session: Session, now: datetime, actor: Actor) -> str:
+    if command.name == "unsilence":
+        if expire_silence(command.incident_id, session=session, now=now) is None:  # type: ignore[arg-type]
+            return f"There is no silence #{command.incident_id} in force."
+        return f"Silence #{command.incident_id} ended."
+    created = add_silence(command.matchers, command.duration,  # type: ignore[arg-type]
+                          session=session, now=now, created_by=actor.id, comment=command.text)
+    return (f"Silence #{created.id} until {created.ends_at:%Y-%m-%d %H:%M} UTC: "
+            f"{mrkdwn(' '.join(created.matchers))}")
