@@ -69,6 +69,7 @@ class Database:
         """`lock_timeout`: how long a statement may wait for a lock before it fails
         (and the webhook answers 503) instead of hanging the sender."""
         self.url = _normalized(url)
+        self.lock_timeout = lock_timeout
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             self.writer = _sqlite_engine(self.url, writer=True, lock_timeout=lock_timeout)
@@ -100,6 +101,14 @@ class Database:
         with self.writer.connect() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def jobstore_engine(self) -> Engine:
+        """An engine for APScheduler's job store. On SQLite a connection of its own, so
+        the scheduler (which runs on the event loop) never queues behind intake for the
+        writer connection; on PostgreSQL the shared pool."""
+        if self.is_sqlite:
+            return _sqlite_engine(self.url, writer=True, lock_timeout=self.lock_timeout)
+        return self.writer
 
     def dispose(self) -> None:
         self.writer.dispose()

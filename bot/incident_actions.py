@@ -13,10 +13,13 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from bot import store
+from bot.domain.durations import format_duration
+from bot.domain.escalation import IncidentClock, TimerKind, due
 from bot.domain.incident import Action, IncidentState, TransitionError, group_hash, transition
+from bot.domain.messages import actor_mrkdwn
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import RoutingConfig, Team, Tier
-from bot.models import Delivery, Incident
+from bot.models import Delivery, Incident, TimelineEntry
 from bot.store import DeliveryPolicy
 
 
@@ -142,7 +145,7 @@ def escalate(incident: Incident, *, team: Team | None, team_pageable: bool, sess
             labels=incident.labels, source=incident.source)
         session.add(Delivery(
             incident_id=incident.id, target="pagerduty", action="trigger",  # type: ignore[arg-type]
-            payload=store.escalation_payload(incident, team.name, trigger),
+            payload=store.side_page(incident, "l2", team.pagerduty_routing_key_env or "", trigger),
             created_at=now, next_attempt_at=now))
         how = f"paged {team.name} through their PagerDuty service"
     elif team.slack_group:
@@ -169,3 +172,61 @@ def open_incidents(*, session: Session, filters: dict[str, str], limit: int = 20
     if "tier" in filters:
         query = query.where(Incident.tier == filters["tier"])
     return list(session.exec(query.order_by(col(Incident.id).desc()).limit(limit)).all())
+
+
+BOT = Actor(id="bot", mention="the bot", via="timer")
+
+
+def clock_of(incident: Incident, *, session: Session) -> IncidentClock:
+    fired = session.exec(select(TimelineEntry.kind).where(
+        TimelineEntry.incident_id == incident.id,
+        col(TimelineEntry.kind).in_([k.value for k in TimerKind]))).all()
+    return IncidentClock(id=incident.id, tier=incident.tier, state=incident.state,  # type: ignore[arg-type]
+                         silenced=incident.silence_id is not None,
+                         triggered_at=incident.triggered_at,
+                         acknowledged_at=incident.acknowledged_at, fired=frozenset(fired))
+
+
+def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, session: Session,
+               policy: DeliveryPolicy, now: datetime) -> str:
+    """Act on a due timer, once: the timeline marks it done, and a timer that no longer
+    applies (acknowledged, resolved, already fired) does nothing."""
+    incident = session.exec(
+        select(Incident).where(Incident.id == incident_id).with_for_update()).first()
+    if incident is None:
+        return "no such incident"
+    escalation = routing.escalation
+    if not due(kind, clock_of(incident, session=session), escalation, now):
+        return "no longer applies"
+    if kind is TimerKind.ACK_TIMEOUT:
+        waited = format_duration(now - incident.triggered_at)
+        how = "reminded in Slack; no escalation service is configured"
+        env = escalation.l1_escalation_service_env
+        if env and policy.pagerduty:
+            trigger = trigger_payload(
+                title=f"[Not acknowledged after {waited}] {incident.title}",
+                severity=incident.severity, model=incident.model,
+                environment=incident.environment, alertname=incident.labels.get("alertname", ""),
+                incident_id=incident.id, labels=incident.labels, source=incident.source)  # type: ignore[arg-type]
+            session.add(Delivery(incident_id=incident.id, target="pagerduty",  # type: ignore[arg-type]
+                                 action="trigger", created_at=now, next_attempt_at=now,
+                                 payload=store.side_page(incident, "esc", env, trigger)))
+            how = "escalated to the escalation service in PagerDuty"
+        store.add_timeline(incident, kind.value, f"not acknowledged after {waited}: {how}",
+                           session=session, actor=BOT.id, now=now)
+        store.owe(incident, "noted", session=session, policy=policy, now=now,
+                  reply=f":alarm_clock: Not acknowledged after {waited}: {how}.")
+    elif kind is TimerKind.PROMOTE:
+        store.add_timeline(incident, kind.value, "still open", session=session, actor=BOT.id,
+                           now=now)
+        store.promote(incident, f"still open after {format_duration(now - incident.triggered_at)}",
+                session=session, policy=policy, now=now)
+    else:
+        who = actor_mrkdwn(incident.acknowledged_by or "")
+        since = format_duration(now - (incident.acknowledged_at or now))
+        store.add_timeline(incident, kind.value, f"still open {since} after acknowledgement",
+                           session=session, actor=BOT.id, now=now)
+        store.owe(incident, "noted", session=session, policy=policy, now=now,
+                  reply=f"{who}: incident #{incident.id} is still open, {since} after you "
+                        "acknowledged it.")
+    return f"{kind.value} acted on"

@@ -27,6 +27,7 @@ from bot.routing_file import load_routing
 from bot.settings import Settings
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
+from bot.timers import TimerService
 from bot.web import alerts, health
 from bot.web import pagerduty as pagerduty_webhook
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         ssl_context=tls, timeout=settings.delivery_timeout_seconds,
     ) if settings.slack_bot_token else None
     dispatcher = Dispatcher(
-        db, pager=pager, chat=chat, metrics=metrics, clock=clock, teams=routing.teams,
+        db, pager=pager, chat=chat, metrics=metrics, clock=clock,
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
         # Longer than one attempt can take (each send is bounded by the timeout).
@@ -71,6 +72,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         escalation_policy_ids=settings.id_list(settings.pagerduty_escalation_policy_ids),
         schedule_ids=settings.id_list(settings.pagerduty_schedule_ids),
     ) if settings.pagerduty_api_token else None
+    timers = TimerService(db, pipeline=pipeline, routing=routing, policy=policy, oncall=oncall,
+                          reconcile_seconds=settings.timer_reconcile_seconds)
     slack_app = build_slack_app(
         signing_secret=settings.slack_signing_secret.get_secret_value()
         if settings.slack_signing_secret else "",
@@ -92,12 +95,14 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
             socket_mode = AsyncSocketModeHandler(slack_app,
                                                  settings.slack_app_token.get_secret_value())
             await socket_mode.connect_async()
-        worker = asyncio.create_task(dispatcher.run(), name="outbox")
+        workers = [asyncio.create_task(dispatcher.run(), name="outbox"),
+                   asyncio.create_task(timers.run(), name="timers")]
         try:
             yield
         finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             if socket_mode is not None:
                 await socket_mode.close_async()
             if chat is not None:
@@ -111,6 +116,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.db = db
     app.state.pipeline = pipeline
     app.state.dispatcher = dispatcher
+    app.state.timers = timers
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
         token=settings.alert_webhook_token.get_secret_value().encode()

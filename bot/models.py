@@ -93,7 +93,8 @@ class Delivery(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    incident_id: int = Field(foreign_key="incident.id")
+    # NULL for messages that belong to no incident (silence ended, shift handoff).
+    incident_id: int | None = Field(default=None, foreign_key="incident.id")
     target: str = Field(max_length=16)
     action: str = Field(max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

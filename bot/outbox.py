@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,7 +27,6 @@ from bot.clock import Clock, utcnow
 from bot.db import Database
 from bot.domain.messages import IncidentView, incident_message
 from bot.domain.ratelimit import backoff
-from bot.domain.routing import Team
 from bot.metrics import Metrics
 from bot.models import Delivery, Incident
 from bot.ports import Chat, Pager, PostedMessage, RetryLater, Undeliverable
@@ -86,14 +84,13 @@ class Dispatcher:
 
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
                  backoff: Backoff, poll_seconds: float, lease: timedelta,
-                 metrics: Metrics, teams: Mapping[str, Team], clock: Clock = utcnow) -> None:
+                 metrics: Metrics, clock: Clock = utcnow) -> None:
         self.db = db
         self.pager = pager
         self.chat = chat
         self.backoff = backoff
         self.poll_seconds = poll_seconds
         self.lease = lease
-        self.teams = teams
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
@@ -163,10 +160,13 @@ class Dispatcher:
                 raise Undeliverable("PagerDuty is not configured")
             await self.pager.send(delivery.action, delivery.payload["dedup_key"],
                                   delivery.payload.get("payload"),
-                                  routing_key_env=self._team_key_env(delivery))
+                                  routing_key_env=delivery.payload.get("routing_key_env"))
             return _Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
+        if delivery.action == "post":  # a channel message that belongs to no incident
+            await self.chat.post(delivery.payload["channel"], delivery.payload["text"], [])
+            return _Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "reply":
             if not incident.slack_ts:
@@ -180,16 +180,6 @@ class Dispatcher:
             return _Outcome(delivery, "sent", coalesced=syncs)
         posted = await self.chat.post(incident.channel or "", text, blocks)
         return _Outcome(delivery, "sent", coalesced=syncs, posted=posted)
-
-    def _team_key_env(self, delivery: Delivery) -> str | None:
-        """For an L2 page, the variable holding the owning team's key; None for on-call pages."""
-        name = delivery.payload.get("team")
-        if name is None:
-            return None
-        team = self.teams.get(name)
-        if team is None or not team.pagerduty_routing_key_env:
-            raise Undeliverable(f"team {name!r} has no PagerDuty service configured any more")
-        return team.pagerduty_routing_key_env
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
@@ -244,7 +234,8 @@ class Dispatcher:
                     store.record_slack_message(delivery.incident_id, session=session,
                                                channel_id=item.posted.channel_id,
                                                ts=item.posted.ts)
-                incident = session.get(Incident, delivery.incident_id)
+                incident = (session.get(Incident, delivery.incident_id)
+                            if delivery.incident_id is not None else None)
                 if incident is None:
                     continue
                 if delivery.target == "pagerduty" and item.outcome == "sent":

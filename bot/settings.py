@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often the timer-running process reconciles timers with the incidents.
+    timer_reconcile_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("database_url")

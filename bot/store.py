@@ -18,6 +18,8 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.durations import format_duration
+from bot.domain.escalation import flapping
 from bot.domain.incident import (
     IncidentState,
     Owed,
@@ -262,9 +264,28 @@ class _Batch:
             if incident.id not in self.reopened:
                 self.timeline(incident, "alert_refired", _describe(alert), alert.source)
                 self.owe(incident, "refired", reply=f"Fired again: {_describe(alert)}")
+            self.promote_if_flapping(incident)
         else:
             occurrence.repeats += 1
             occurrence.last_seen_at = self.now
+
+    def promote_if_flapping(self, incident: Incident) -> None:
+        """An L0 that keeps firing again is not going away: page a human."""
+        if incident.tier != Tier.L0.value or incident.silence_id is not None:
+            return
+        policy = self.routing.escalation
+        since = self.now - policy.flapping_window
+        refires = list(self.session.exec(select(TimelineEntry.at).where(
+            TimelineEntry.incident_id == incident.id,
+            col(TimelineEntry.kind).in_(["alert_refired", "reopened"]),
+            TimelineEntry.at > since)).all())
+        refires += [e.at for e in self.session.new
+                    if isinstance(e, TimelineEntry) and e.incident_id == incident.id
+                    and e.kind in ("alert_refired", "reopened")]
+        if flapping(refires, policy, self.now):
+            promote(incident, f"fired again {len(refires)} times within "
+                    f"{format_duration(policy.flapping_window)} (flapping)",
+                    session=self.session, policy=self.policy, now=self.now)
 
     def occurrence(self, incident: Incident, alert: Alert) -> AlertOccurrence:
         return AlertOccurrence(
@@ -346,6 +367,7 @@ class _Batch:
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
         self.owe(incident, "reopened", reply=f"Reopened: {_describe(alert)}")
+        self.promote_if_flapping(incident)
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
         known = self.occurrences[incident.id]  # type: ignore[index]
@@ -388,21 +410,38 @@ def resolve(
     add_timeline(incident, "resolved", detail, session=session, actor=actor, now=now)
     owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
         from_pager=from_pager)
-    if incident.escalation_paged and policy.pagerduty:
+    for side_page in side_pages(incident, session=session):
         session.add(Delivery(
             incident_id=incident.id, target="pagerduty", action="resolve",  # type: ignore[arg-type]
-            payload=escalation_payload(incident, incident.escalated_team or ""),
+            payload={k: side_page[k] for k in ("dedup_key", "routing_key_env")},
             created_at=now, next_attempt_at=now))
 
 
-def escalation_payload(incident: Incident, team: str, trigger: dict[str, Any] | None = None,
-                       ) -> dict[str, Any]:
-    """An event for the owning team's own PagerDuty service: the key is not stored, only
-    the team, whose routing_key_env the adapter reads when it sends."""
-    body: dict[str, Any] = {"dedup_key": f"{incident.key}-l2", "team": team}
-    if trigger is not None:
-        body["payload"] = trigger
-    return body
+def promote(incident: Incident, reason: str, *, session: Session, policy: DeliveryPolicy,
+            now: datetime) -> None:
+    """L0 → L1: the bot could not make it go away; page a human, and say why."""
+    incident.tier = Tier.L1.value
+    add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
+                 now=now)
+    owe(incident, "promoted", session=session, policy=policy, now=now,
+        reply=f"Promoted to L1 and paged: {reason}.")
+
+
+def side_page(incident: Incident, suffix: str, routing_key_env: str,
+              trigger: dict[str, Any]) -> dict[str, Any]:
+    """A page to another PagerDuty service (a model team for L2, the escalation service
+    for an unacknowledged L1). Only the name of the variable holding that service's key
+    is stored; the adapter reads the key when it sends."""
+    return {"dedup_key": f"{incident.key}-{suffix}", "routing_key_env": routing_key_env,
+            "payload": trigger}
+
+
+def side_pages(incident: Incident, *, session: Session) -> list[dict[str, Any]]:
+    """Side pages sent for an incident, so that resolving it resolves them too."""
+    triggers = session.exec(select(Delivery.payload).where(
+        Delivery.incident_id == incident.id, Delivery.target == "pagerduty",
+        Delivery.action == "trigger")).all()
+    return [p for p in triggers if p.get("routing_key_env")]
 
 
 # --- outbox -----------------------------------------------------------------

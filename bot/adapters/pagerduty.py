@@ -56,9 +56,9 @@ def _retry_after(response: Any) -> float | None:
 
 
 class PagerDutyEvents:
-    """Implements `Pager`: the platform on-call service's integration key, plus the keys
-    of model-owning teams (for L2), read from the environment variable each team names
-    when an event is sent, so no key is ever stored with the delivery."""
+    """Implements `Pager`: the platform on-call service's integration key, plus other
+    services' keys (model teams for L2, the escalation service), read when an event is
+    sent from the environment variable the delivery names, so no key is ever stored."""
 
     def __init__(self, routing_key: str, *, base_url: str, ssl_context: ssl.SSLContext,
                  timeout: float, per_minute: int) -> None:
@@ -78,7 +78,7 @@ class PagerDutyEvents:
             return self._routing_key
         key = os.environ.get(routing_key_env)
         if not key:
-            raise Undeliverable(f"the team's PagerDuty key variable {routing_key_env} is not set")
+            raise Undeliverable(f"the PagerDuty key variable {routing_key_env} is not set")
         return key
 
     def _client(self, key: str) -> pagerduty.EventsApiV2Client:

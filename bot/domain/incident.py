@@ -70,6 +70,7 @@ class Owed:
 PAGE_ACTIONS = {
     "opened": "trigger",
     "reopened": "trigger",
+    "promoted": "trigger",
     "acknowledged": "acknowledge",
     "resolved": "resolve",
 }
@@ -81,8 +82,9 @@ def owed_for_change(
 ) -> list[Owed]:
     """What a change to an incident owes PagerDuty and Slack.
 
-    `change` is "opened", "reopened", "acknowledged", "resolved", "joined" (a new
-    alert joined), "refired" (a known alert fired again while open) or "noted".
+    `change` is "opened", "reopened", "promoted" (L0 to L1), "acknowledged",
+    "resolved", "joined" (a new alert joined), "refired" (a known alert fired
+    again while open) or "noted".
     An acknowledge or resolve is only sent to PagerDuty for incidents that were
     paged, and never back to PagerDuty when the change came from it. A thread
     reply is owed for joins, re-fires and reopens, and whenever `reply` is asked.
@@ -98,6 +100,6 @@ def owed_for_change(
     if posts:
         if change != "noted":
             owed.append(Owed("slack", "sync"))
-        if reply or change in ("joined", "refired", "reopened"):
+        if reply or change in ("joined", "refired", "reopened", "promoted"):
             owed.append(Owed("slack", "reply"))
     return owed

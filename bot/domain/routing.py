@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.domain.durations import parse_duration
+from bot.domain.escalation import EscalationPolicy
 from bot.domain.matchers import Matcher, MatcherError, match_all
 
 SUPPORTED_VERSIONS = (1,)
@@ -73,11 +74,22 @@ class Permissions:
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """The shift-handoff digest: when (cron, in `timezone`) and where."""
+
+    cron: str
+    timezone: str = "UTC"
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     routes: tuple[Route, ...]
     reopen_window: timedelta
     teams: Mapping[str, Team] = field(default_factory=dict)
     permissions: Permissions = Permissions()
+    escalation: EscalationPolicy = EscalationPolicy()
+    handoff: Handoff | None = None
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -142,6 +154,63 @@ class _PermissionsSpec(BaseModel):
     on_call: bool = True
 
 
+def _optional_duration(value: Any) -> timedelta | None:
+    return None if value is None else _duration(value)
+
+
+class _FlappingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=3, ge=2)
+    window: timedelta = timedelta(hours=1)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _parse_window(cls, value: Any) -> timedelta:
+        return _duration(value)
+
+
+class _EscalationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    l1_ack_timeout: timedelta | None = timedelta(minutes=15)
+    l1_escalation_service_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    l0_promote_after: timedelta | None = timedelta(minutes=30)
+    flapping: _FlappingSpec = _FlappingSpec()
+    ack_reminder_after: timedelta | None = timedelta(hours=4)
+
+    @field_validator("l1_ack_timeout", "l0_promote_after", "ack_reminder_after", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> timedelta | None:
+        return _optional_duration(value)
+
+
+class _HandoffSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str
+    timezone: str = "UTC"
+    channel: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a cron expression with five fields, e.g. '0 9 * * 1-5'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 class _RoutingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -149,6 +218,8 @@ class _RoutingSpec(BaseModel):
     defaults: _Defaults = _Defaults()
     teams: dict[str, _TeamSpec] = {}
     permissions: _PermissionsSpec = _PermissionsSpec()
+    escalation: _EscalationSpec = _EscalationSpec()
+    handoff: _HandoffSpec | None = None
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -198,5 +269,12 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
              for name, t in spec.teams.items()}
     permissions = Permissions(frozenset(spec.permissions.users),
                               frozenset(spec.permissions.groups), spec.permissions.on_call)
+    esc = spec.escalation
+    escalation = EscalationPolicy(
+        l1_ack_timeout=esc.l1_ack_timeout, l1_escalation_service_env=esc.l1_escalation_service_env,
+        l0_promote_after=esc.l0_promote_after, flapping_count=esc.flapping.count,
+        flapping_window=esc.flapping.window, ack_reminder_after=esc.ack_reminder_after)
+    handoff = (Handoff(spec.handoff.cron, spec.handoff.timezone, spec.handoff.channel)
+               if spec.handoff else None)
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
-                         permissions=permissions)
+                         permissions=permissions, escalation=escalation, handoff=handoff)

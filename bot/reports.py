@@ -1,0 +1,250 @@
+"""Reports over the incident record: the scorecard (text, Markdown with a trend chart,
+JSON, a weekly Slack post) and an incident's postmortem draft.
+
+Queries read through the session they are given and write nothing; rendering is
+done by the Jinja2 templates in bot/templates/reports/ and bot/templates/postmortem.md.j2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from bot import store
+from bot.domain.durations import format_duration, parse_duration
+from bot.domain.messages import mrkdwn, truncate_to
+from bot.domain.scorecard import (
+    DEFAULT_WORKING_HOURS,
+    EVENT_KINDS,
+    Durations,
+    Event,
+    IncidentFacts,
+    Scorecard,
+    WorkingHours,
+    compute,
+    time_to_acknowledge,
+    time_to_resolve,
+)
+from bot.models import AlertOccurrence, Delivery, Incident, TimelineEntry
+
+FORMATS = ("text", "markdown", "json")
+
+
+# --- queries ----------------------------------------------------------------
+
+
+def _overlapping(query: Any, since: datetime, until: datetime) -> Any:
+    """Incidents open at some time in [since, until): triggered before it ends and not
+    resolved before it starts (a resolved-then-reopened incident has resolved_at unset)."""
+    return query.where(Incident.triggered_at < until,
+                       or_(col(Incident.resolved_at).is_(None), col(Incident.resolved_at) >= since))
+
+
+def load_facts(*, session: Session, since: datetime, until: datetime) -> list[IncidentFacts]:
+    """Facts of every incident open at some time in [since, until), with the timeline
+    events the scorecard reads. Two queries, whatever the number of incidents."""
+    incidents = session.exec(_overlapping(select(Incident), since, until)
+                             .order_by(col(Incident.id))).all()
+    entries = session.exec(
+        _overlapping(select(TimelineEntry).join(Incident, TimelineEntry.incident_id == Incident.id),
+                     since, until)
+        .where(col(TimelineEntry.kind).in_(EVENT_KINDS))
+        .order_by(col(TimelineEntry.id))
+    ).all()
+    events: dict[int, list[Event]] = {}
+    for entry in entries:
+        events.setdefault(entry.incident_id, []).append(Event(entry.at, entry.kind, entry.detail))
+    return [facts(incident, events.get(incident.id, ())) for incident in incidents]  # type: ignore[arg-type]
+
+
+def facts(incident: Incident, events: Sequence[Event] = ()) -> IncidentFacts:
+    return IncidentFacts(
+        id=incident.id,  # type: ignore[arg-type]
+        tier=incident.tier, source=incident.source, triggered_at=incident.triggered_at,
+        model=incident.model, team=incident.team, severity=incident.severity,
+        labels={str(k): str(v) for k, v in incident.labels.items()},
+        acknowledged_at=incident.acknowledged_at, resolved_at=incident.resolved_at,
+        paged=incident.paged, escalated_at=incident.escalated_at,
+        escalation_paged=incident.escalation_paged, reopen_count=incident.reopen_count,
+        events=tuple(events),
+    )
+
+
+def scorecard_for(*, session: Session, since: datetime, until: datetime, now: datetime,
+                  hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
+    return compute(load_facts(session=session, since=since, until=until),
+                   since=since, until=until, now=now, hours=hours)
+
+
+# --- rendering ----------------------------------------------------------------
+
+
+def _duration(value: timedelta | None) -> str:
+    return "—" if value is None else format_duration(value)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _utc(value: datetime | None) -> str:
+    return "—" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _cell(value: object) -> str:
+    """Text fit for one Markdown table cell or list item."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
+                      autoescape=False, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell,
+                       mrkdwn=mrkdwn, truncate_to=truncate_to)
+    return env
+
+
+def report_stem(scorecard: Scorecard) -> str:
+    """File name, without extension, of the report and its chart."""
+    return f"scorecard-{scorecard.since:%Y%m%d}-{scorecard.until:%Y%m%d}"
+
+
+def write_chart(scorecard: Scorecard, path: Path) -> Path:
+    """A PNG of incidents per day and median MTTR per day (UTC days)."""
+    # Imported here: matplotlib takes a while to load and only Markdown reports need it.
+    # A bare Figure renders with Agg and touches no global pyplot state.
+    from matplotlib.figure import Figure
+
+    days = [d.day for d in scorecard.daily]
+    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    counts, mttr = figure.subplots(2, 1, sharex=True)
+    counts.bar(days, [d.incidents for d in scorecard.daily], color="#4c72b0")
+    counts.set_ylabel("incidents")
+    counts.set_title(f"Incidents per day, {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d}")
+    counts.yaxis.get_major_locator().set_params(integer=True)
+    mttr.plot(days, [d.mttr_median.total_seconds() / 60 if d.mttr_median else float("nan")
+                     for d in scorecard.daily], marker="o", color="#dd8452")
+    mttr.set_ylabel("median MTTR (min)")
+    mttr.set_ylim(bottom=0)
+    mttr.set_title("Median time to resolve, by day triggered (gaps: nothing resolved)")
+    figure.autofmt_xdate()
+    figure.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def render(scorecard: Scorecard, format: str = "text", *, out_dir: Path | None = None) -> str:
+    """The scorecard as `text`, `markdown` or `json`.
+
+    Markdown with `out_dir` also writes the trend chart there (`report_stem` + .png)
+    and links it relatively, so the report belongs in the same directory.
+    """
+    if format == "json":
+        return json.dumps(as_dict(scorecard), indent=2) + "\n"
+    if format not in FORMATS:
+        raise ValueError(f"unknown report format {format!r}: use one of {', '.join(FORMATS)}")
+    chart = None
+    if format == "markdown" and out_dir is not None:
+        chart = write_chart(scorecard, out_dir / f"{report_stem(scorecard)}.png").name
+    template = "reports/scorecard.md.j2" if format == "markdown" else "reports/scorecard.txt.j2"
+    return _environment().get_template(template).render(s=scorecard, chart=chart)
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _stats(value: Durations) -> dict[str, Any]:
+    return {"count": value.count, "median_seconds": _seconds(value.median),
+            "p90_seconds": _seconds(value.p90)}
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def as_dict(s: Scorecard) -> dict[str, Any]:
+    """The scorecard as JSON-ready data: durations in seconds, times in ISO 8601 UTC."""
+    return {
+        "window": {"since": _iso(s.since), "until": _iso(s.until), "now": _iso(s.now)},
+        "working_hours": {"start": f"{s.hours.start:%H:%M}", "end": f"{s.hours.end:%H:%M}",
+                          "days": sorted(s.hours.days), "timezone": s.hours.tz},
+        "incidents": {"total": s.incidents, "by_tier": s.by_tier, "by_model": s.by_model,
+                      "by_team": s.by_team, "by_source": s.by_source,
+                      "by_severity": s.by_severity, "reopened": s.reopened},
+        "mtta": _stats(s.mtta),
+        "mttr": _stats(s.mttr),
+        "handled_at_l0": {"count": s.handled_at_l0, "share": s.l0_share},
+        "pages": {"total": len(s.pages), "outside_working_hours": s.pages_outside_hours,
+                  "list": [{"incident": p.incident_id, "at": _iso(p.at), "reason": p.reason,
+                            "outside_working_hours": p.outside_hours} for p in s.pages]},
+        "escalations": {"total": len(s.escalations), "incidents": list(s.escalations)},
+        "rollbacks": {"total": len(s.rollbacks), "succeeded": s.rollbacks_with("succeeded"),
+                      "failed": s.rollbacks_with("failed"),
+                      "list": [{"incident": r.incident_id, "at": _iso(r.at), "outcome": r.outcome}
+                               for r in s.rollbacks]},
+        "security": {"total": len(s.security), "incidents": list(s.security)},
+        "availability": {a.model: {"share": a.share, "downtime_seconds": a.downtime.total_seconds()}
+                         for a in s.availability},
+        "daily": [{"date": d.day.isoformat(), "incidents": d.incidents,
+                   "mttr_median_seconds": _seconds(d.mttr_median)} for d in s.daily],
+    }
+
+
+def weekly_post(scorecard: Scorecard) -> tuple[str, list[dict[str, Any]]]:
+    """Fallback text and Block Kit blocks for the scorecard's post in a Slack channel."""
+    blocks = json.loads(_environment().get_template("reports/weekly.json.j2").render(s=scorecard))
+    text = (f"On-call scorecard {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d}: "
+            f"{scorecard.incidents} incidents, {len(scorecard.pages)} pages")
+    return text, blocks
+
+
+def slack_report(period: str = "7d", *, session: Session, now: datetime,
+                 hours: WorkingHours = DEFAULT_WORKING_HOURS) -> tuple[str, list[dict[str, Any]]]:
+    """`/oncall report [7d]`: the scorecard of the last `period`, as `weekly_post` renders it.
+    Raises ValueError (message fit for the user) when `period` is not a duration."""
+    length = parse_duration(period)
+    if length <= timedelta(0):
+        raise ValueError(f"{period!r} is not a positive duration")
+    return weekly_post(scorecard_for(session=session, since=now - length, until=now, now=now,
+                                     hours=hours))
+
+
+# --- postmortem -----------------------------------------------------------------
+
+
+def render_postmortem(incident: Incident, timeline: Sequence[TimelineEntry],
+                      alerts: Sequence[AlertOccurrence], deliveries: Sequence[Delivery], *,
+                      now: datetime) -> str:
+    """A Markdown postmortem draft: what the record knows, and headings for the team."""
+    first_alert = min([incident.triggered_at, *(a.starts_at or a.first_seen_at for a in alerts)])
+    record = facts(incident)
+    return _environment().get_template("postmortem.md.j2").render(
+        i=incident, timeline=timeline, alerts=alerts, deliveries=deliveries, now=now,
+        first_alert=first_alert, impact=(incident.resolved_at or now) - first_alert,
+        tta=time_to_acknowledge(record), ttr=time_to_resolve(record),
+        diagnostics=[e for e in timeline if e.kind == "diagnostics"],
+        rollbacks=[e for e in timeline if e.kind == "rollback"],
+    )
+
+
+def postmortem_for(incident_id: int, *, session: Session, now: datetime) -> str:
+    """The postmortem draft of an incident; raises LookupError when there is none such."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise LookupError(f"There is no incident #{incident_id}.")
+    alerts = session.exec(select(AlertOccurrence).where(AlertOccurrence.incident_id == incident_id)
+                          .order_by(col(AlertOccurrence.id))).all()
+    deliveries = session.exec(select(Delivery).where(Delivery.incident_id == incident_id)
+                              .order_by(col(Delivery.id))).all()
+    return render_postmortem(incident, store.timeline(incident_id, session=session), alerts,
+                             deliveries, now=now)

@@ -1,0 +1,15 @@
+"""Runbooks: diagnostics and rollbacks as YAML (runbooks/*.yaml), loaded, linted and run.
+
+The format is documented in runbooks/README.md. Loading and selection are pure;
+running does its I/O in the step executors (bot/runbooks/steps.py).
+"""
+
+from bot.runbooks.context import RunContext
+from bot.runbooks.engine import OnStep, resolve_params, run, select_runbook
+from bot.runbooks.format import Param, Runbook, RunbookError, Step, lint, load_runbooks, parse_runbook
+from bot.runbooks.outcomes import RunResult, StepOutcome, redact
+
+__all__ = [
+    "OnStep", "Param", "RunContext", "RunResult", "Runbook", "RunbookError", "Step", "StepOutcome",
+    "lint", "load_runbooks", "parse_runbook", "redact", "resolve_params", "run", "select_runbook",
+]

@@ -1,0 +1,145 @@
+"""Choosing a runbook for an alert, resolving its params, and running it step by step.
+
+`select_runbook` and `resolve_params` are pure. `run` is the only function here with
+I/O, all of it inside the step executors; it never raises for a step's failure: every
+step ends as a StepOutcome, and the run as a RunResult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from bot.domain.matchers import match_all
+from bot.runbooks.context import RunContext
+from bot.runbooks.format import Runbook, RunbookError, Step, coerce
+from bot.runbooks.outcomes import RunResult, StepOutcome, cap, redact, run_status, secrets_from_environment
+from bot.runbooks.registry import RegistryError
+from bot.runbooks.steps import Observation, StepError, StepIO, prepare
+from bot.runbooks.templates import Pending, TemplateFailure, render_value
+
+OnStep = Callable[[int, StepOutcome], Awaitable[None]]
+_FAILED = ("failed", "error", "timeout")
+_WAIT_GRACE_S = 1.0  # wait_until ends itself at its timeout; this only catches a stuck attempt
+
+
+def select_runbook(runbooks: Mapping[str, Runbook], name: str | None,
+                   labels: Mapping[str, str]) -> Runbook | None:
+    """The runbook to run automatically for an alert: the one the route names, else the
+    first (in file order) whose matchers all hold. Never one that changes production:
+    a route naming such a runbook gets None; runbooks without matchers are chosen by
+    name only. A name the directory does not hold falls back to matching."""
+    if name is not None and name in runbooks:
+        chosen = runbooks[name]
+        return None if chosen.changes_production else chosen
+    return next((r for r in runbooks.values()
+                 if r.matchers and not r.changes_production and match_all(r.matchers, labels)), None)
+
+
+def resolve_params(runbook: Runbook, labels: Mapping[str, str], annotations: Mapping[str, str],
+                   given: Mapping[str, Any]) -> dict[str, Any]:
+    """Each param from, in order: `given`, its label, its annotation, its default.
+
+    Raises RunbookError for an unknown given param, a value of the wrong type, or a
+    required param with no value.
+    """
+    unknown = sorted(set(given) - {p.name for p in runbook.params})
+    if unknown:
+        raise RunbookError(f"{runbook.name}: unknown param(s) {', '.join(unknown)} "
+                           f"(declared: {', '.join(p.name for p in runbook.params) or 'none'})")
+    resolved: dict[str, Any] = {}
+    for param in runbook.params:
+        if param.name in given:
+            value, origin = given[param.name], "given"
+        elif param.from_label and labels.get(param.from_label):
+            value, origin = labels[param.from_label], f"label {param.from_label}"
+        elif param.from_annotation and annotations.get(param.from_annotation):
+            value, origin = annotations[param.from_annotation], f"annotation {param.from_annotation}"
+        else:
+            value, origin = param.default, "default"
+        if value is None:
+            if param.required:
+                sources = [f"label {param.from_label}" if param.from_label else "",
+                           f"annotation {param.from_annotation}" if param.from_annotation else ""]
+                hint = " or ".join(s for s in sources if s)
+                raise RunbookError(f"{runbook.name}: param {param.name!r} is required"
+                                   + (f" (from {hint}, or given)" if hint else ""))
+            resolved[param.name] = None
+            continue
+        try:
+            resolved[param.name] = coerce(value, param.type)
+        except ValueError as exc:
+            raise RunbookError(f"{runbook.name}: param {param.name!r} ({origin}): {exc}") from None
+    return resolved
+
+
+async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContext,
+              on_step: OnStep | None = None, dry_run: bool = False) -> RunResult:
+    """Run the steps in order, awaiting `on_step(index, outcome)` after each.
+
+    A failed step is recorded and the rest continue, unless it has stop_on_failure,
+    when the rest are `skipped`. Each step is bounded by its timeout and by what is
+    left of the runbook's. With `dry_run`, every step is rendered and validated but
+    not executed: `skipped`, with what would run as its output (values earlier steps
+    would expose render as `<steps.name.key>`).
+    """
+    secrets = (*secrets_from_environment(context.environ), *context.secrets)
+    outcomes: list[StepOutcome] = []
+    exposed: dict[str, Any] = {s.name: Pending(f"<steps.{s.name}>") for s in runbook.steps} if dry_run else {}
+    template_context = {"alert": {"labels": dict(context.labels), "annotations": dict(context.annotations)},
+                        "incident": dict(context.incident), "params": dict(params), "steps": exposed}
+    deadline = time.monotonic() + runbook.timeout
+    stopped_by: str | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(context.http, httpx.AsyncClient):
+            client = context.http
+        else:
+            client = await stack.enter_async_context(context.http())
+        io = StepIO(client=client, context=context)
+        for index, step in enumerate(runbook.steps):
+            started_at, started = context.clock(), time.monotonic()
+            remaining = deadline - started
+            if stopped_by is not None:
+                seen = Observation("skipped", f"not run: {stopped_by}", {})
+            elif remaining <= 0:
+                seen = Observation("skipped", f"not run: the runbook's timeout ({runbook.timeout:g}s) ran out", {})
+            else:
+                seen = await _step(step, io, template_context, min(step.timeout, remaining), dry_run)
+                if seen.status == "timeout" and step.timeout > remaining:
+                    seen = Observation("timeout", f"{seen.output} (the runbook's timeout, "
+                                                  f"{runbook.timeout:g}s, ran out)", seen.values)
+            outcome = StepOutcome(name=step.name, kind=step.kind, status=seen.status, started_at=started_at,
+                                  duration_s=round(time.monotonic() - started, 3),
+                                  output=cap(redact(seen.output, secrets)), values=redact(seen.values, secrets))
+            outcomes.append(outcome)
+            if not dry_run:
+                exposed[step.name] = seen.values
+            if seen.status in _FAILED and step.stop_on_failure and stopped_by is None:
+                stopped_by = f"step {step.name!r} {seen.status} and stops the run"
+            if on_step is not None:
+                await on_step(index, outcome)
+    return RunResult(runbook=runbook.name, params=dict(params), outcomes=tuple(outcomes),
+                     status=run_status(outcomes))
+
+
+async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], budget: float,
+                dry_run: bool) -> Observation:
+    try:
+        spec = render_value(step.spec, template_context)
+        action = prepare(step, spec, io.context, template_context)
+        if dry_run:
+            return Observation("skipped", f"would run: {action.describe()}", {})
+        limit = budget + _WAIT_GRACE_S if step.kind == "wait_until" else budget
+        async with asyncio.timeout(limit):
+            return await action.execute(io, budget)
+    except TimeoutError:
+        return Observation("timeout", f"timed out after {budget:g}s", {})
+    except (TemplateFailure, StepError, RegistryError) as exc:
+        return Observation("error", str(exc), {})
+    except Exception as exc:  # unreachable services, a plugin's bug: this step's error, not the run's
+        return Observation("error", f"{type(exc).__name__}: {exc}", {})

@@ -1,0 +1,220 @@
+"""Timers: APScheduler 3 with its jobs in the bot's own database, so they survive restarts.
+
+The jobs are derived from the incidents (see domain.escalation): a reconcile
+pass, at start and every few seconds, adds the timers open incidents should have
+and removes those they no longer need; silences that end and the shift handoff
+are scheduled the same way. Only one process runs the scheduler: on PostgreSQL
+the holder of an advisory lock (held on a connection of its own, so it is freed
+when the holder dies and another replica takes over); on SQLite the single bot
+process. Firing is idempotent (the incident row is locked and the timeline says
+whether the timer was already acted on), so even an overlap at takeover cannot
+act twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from anyio import to_thread
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from sqlalchemy import Connection, text
+from sqlmodel import Session, col, select
+
+from bot import store
+from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
+from bot.db import Database
+from bot.domain.escalation import Timer, TimerKind, timers_for
+from bot.domain.routing import RoutingConfig
+from bot.incident_actions import clock_of, fire_timer
+from bot.models import Delivery, Incident, Silence
+from bot.pipeline import Pipeline
+from bot.store import DeliveryPolicy
+
+log = logging.getLogger(__name__)
+
+_LEADER_LOCK = 7305_0002
+_active: TimerService | None = None  # set while started: jobs must name an importable callable
+
+
+async def run_job(kind: str, subject_id: int) -> None:
+    """The one job function APScheduler stores (pickled by reference)."""
+    if _active is not None:
+        await _active.fire(kind, subject_id)
+
+
+class TimerService:
+    def __init__(self, db: Database, *, pipeline: Pipeline, routing: RoutingConfig,
+                 policy: DeliveryPolicy, oncall: PagerDutyOnCall | None,
+                 reconcile_seconds: float) -> None:
+        self.db = db
+        self.pipeline = pipeline
+        self.routing = routing
+        self.policy = policy
+        self.oncall = oncall
+        self.reconcile_seconds = reconcile_seconds
+        self.scheduler: AsyncIOScheduler | None = None
+        self._lock_connection: Connection | None = None
+
+    # -- leadership -----------------------------------------------------------------
+
+    def _try_lead(self) -> bool:
+        if self.db.is_sqlite:
+            return True
+        if self._lock_connection is not None:
+            try:
+                self._lock_connection.execute(text("SELECT 1"))
+                return True
+            except Exception:  # the connection, and with it the lock, is gone
+                self._lock_connection = None
+                return False
+        connection = self.db.writer.connect()
+        taken = connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                   {"k": _LEADER_LOCK}).scalar()
+        connection.commit()
+        if taken:
+            self._lock_connection = connection
+            return True
+        connection.close()
+        return False
+
+    async def run(self) -> None:
+        """Until cancelled: lead when possible, and while leading, reconcile timers."""
+        global _active
+        try:
+            while True:
+                try:
+                    leading = await to_thread.run_sync(self._try_lead)
+                    if leading and self.scheduler is None:
+                        self._start_scheduler()
+                        _active = self
+                        log.info("this process now runs the timers")
+                    elif not leading and self.scheduler is not None:
+                        self._stop_scheduler()
+                    if self.scheduler is not None:
+                        await to_thread.run_sync(self.reconcile)
+                except Exception:
+                    log.exception("timer round failed; retrying")
+                await asyncio.sleep(self.reconcile_seconds)
+        finally:
+            if _active is self:
+                _active = None
+            self._stop_scheduler()
+            if self._lock_connection is not None:
+                self._lock_connection.close()
+                self._lock_connection = None
+
+    def _start_scheduler(self) -> None:
+        store_engine = self.db.jobstore_engine()
+        self.scheduler = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=store_engine,
+                                                     tablename="apscheduler_jobs")},
+            # A timer missed while no process ran still fires, once, on start.
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+            timezone=UTC,
+        )
+        self.scheduler.start()
+        handoff = self.routing.handoff
+        if handoff is not None:
+            self.scheduler.add_job(run_job, CronTrigger.from_crontab(handoff.cron,
+                                                                     timezone=handoff.timezone),
+                                   args=["handoff", 0], id="handoff", replace_existing=True)
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+
+    # -- reconcile ----------------------------------------------------------------
+
+    def desired(self, session: Session, now: datetime) -> dict[str, tuple[str, int, datetime]]:
+        """Job id → (kind, subject id, due time) for every timer that should exist."""
+        wanted: dict[str, tuple[str, int, datetime]] = {}
+        incidents = session.exec(select(Incident).where(
+            col(Incident.state).in_(store.OPEN_STATES))).all()
+        for incident in incidents:
+            timers: list[Timer] = timers_for(clock_of(incident, session=session),
+                                             self.routing.escalation)
+            for timer in timers:
+                wanted[f"timer:{timer.job_id}"] = (timer.kind.value, timer.incident_id,
+                                                   timer.due_at)
+        for silence in session.exec(select(Silence).where(Silence.ends_at > now)).all():
+            wanted[f"silence_end:{silence.id}"] = ("silence_end", silence.id,  # type: ignore[assignment]
+                                                   silence.ends_at)
+        return wanted
+
+    def reconcile(self) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        with self.db.read() as session:
+            wanted = self.desired(session, self.pipeline.clock())
+        existing = {job.id: job for job in scheduler.get_jobs() if job.id != "handoff"}
+        for job_id in existing.keys() - wanted.keys():
+            scheduler.remove_job(job_id)
+        for job_id, (kind, subject, due_at) in wanted.items():
+            job = existing.get(job_id)
+            if job is not None and job.next_run_time == due_at:
+                continue
+            scheduler.add_job(run_job, DateTrigger(run_date=due_at), args=[kind, subject],
+                              id=job_id, replace_existing=True)
+
+    # -- firing ---------------------------------------------------------------------
+
+    async def fire(self, kind: str, subject_id: int) -> None:
+        if kind == "handoff":
+            text_ = await self.handoff_digest()
+            await self.pipeline.transact(lambda session, now: self._post(
+                session, now, self.routing.handoff.channel if self.routing.handoff else None,
+                text_))
+            return
+        if kind == "silence_end":
+            await self.pipeline.transact(lambda session, now: self._silence_ended(
+                session, now, subject_id))
+            return
+        outcome = await self.pipeline.transact(lambda session, now: fire_timer(
+            TimerKind(kind), subject_id, routing=self.routing, session=session,
+            policy=self.policy, now=now))
+        log.info("timer %s for incident %s: %s", kind, subject_id, outcome)
+
+    def _post(self, session: Session, now: datetime, channel: str | None, text_: str) -> None:
+        if self.policy.slack:
+            session.add(Delivery(incident_id=None, target="slack", action="post",
+                                 payload={"channel": channel or self.policy.default_channel,
+                                          "text": text_},
+                                 created_at=now, next_attempt_at=now))
+
+    def _silence_ended(self, session: Session, now: datetime, silence_id: int) -> None:
+        silence = session.get(Silence, silence_id)
+        if silence is None or silence.ends_at > now:
+            return  # extended, or gone
+        self._post(session, now, None, f"Silence #{silence.id} has ended: "
+                   f"{' '.join(silence.matchers)} (set by {silence.created_by}"
+                   + (f": {silence.comment}" if silence.comment else "") + "). Alerts page again.")
+
+    async def handoff_digest(self) -> str:
+        now = self.pipeline.clock()
+        since = now - timedelta(hours=24)
+        with self.db.read() as session:
+            during = session.exec(select(Incident).where(Incident.triggered_at >= since)
+                                  .order_by(col(Incident.id))).all()
+            still_open = session.exec(select(Incident).where(
+                col(Incident.state).in_(store.OPEN_STATES)).order_by(col(Incident.id))).all()
+        lines = [f"*Shift handoff* — {now:%Y-%m-%d %H:%M} UTC",
+                 f"*{len(during)} incident(s) in the last 24h*"]
+        lines += [f"• #{i.id} {i.tier} {i.state} · {i.model or '—'} · {i.title}" for i in during]
+        lines.append(f"*Still open: {len(still_open)}*")
+        lines += [f"• #{i.id} {i.tier} {i.state} · {i.title}" for i in still_open]
+        if self.oncall is not None:
+            try:
+                shifts = await self.oncall.now()
+                lines.append("*On call now:* " + ", ".join(
+                    f"{s.name} (level {s.level})" for s in shifts) if shifts else
+                    "*On call now:* nobody, according to PagerDuty")
+            except OnCallUnavailable as exc:
+                lines.append(f"*On call now:* unknown ({exc})")
+        return "\n".join(lines)
