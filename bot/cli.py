@@ -1,4 +1,4 @@
-"""oncall-bot: serve the bot, migrate its database, test routes, manage silences."""
+"""oncall-bot: serve the bot, migrate its database, test routes, manage silences, report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bot.cli_reports import register as register_reports
 from bot.clock import utcnow
 from bot.db import Database, redacted
 from bot.domain.durations import format_duration, parse_duration
@@ -110,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     expire = silence_commands.add_parser("expire", help="end a silence now")
     expire.add_argument("id", type=int)
     silence.set_defaults(run=_silence)
+    register_reports(commands)
     return top
 
 

@@ -165,7 +165,8 @@ class Dispatcher:
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
         if delivery.action == "post":  # a channel message that belongs to no incident
-            await self.chat.post(delivery.payload["channel"], delivery.payload["text"], [])
+            await self.chat.post(delivery.payload["channel"], delivery.payload["text"],
+                                 delivery.payload.get("blocks") or [])
             return _Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "reply":

@@ -2,8 +2,8 @@
 
 The jobs are derived from the incidents (see domain.escalation): a reconcile
 pass, at start and every few seconds, adds the timers open incidents should have
-and removes those they no longer need; silences that end and the shift handoff
-are scheduled the same way. Only one process runs the scheduler: on PostgreSQL
+and removes those they no longer need; silences that end the shift handoff and
+the weekly scorecard are scheduled the same way. Only one process runs the scheduler: on PostgreSQL
 the holder of an advisory lock (held on a connection of its own, so it is freed
 when the holder dies and another replica takes over); on SQLite the single bot
 process. Firing is idempotent (the incident row is locked and the timeline says
@@ -33,6 +33,7 @@ from bot.domain.routing import RoutingConfig
 from bot.incident_actions import clock_of, fire_timer
 from bot.models import Delivery, Incident, Silence
 from bot.pipeline import Pipeline
+from bot.reports import scorecard_for, weekly_post
 from bot.store import DeliveryPolicy
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,14 @@ class TimerService:
             timezone=UTC,
         )
         self.scheduler.start()
-        handoff = self.routing.handoff
-        if handoff is not None:
-            self.scheduler.add_job(run_job, CronTrigger.from_crontab(handoff.cron,
-                                                                     timezone=handoff.timezone),
-                                   args=["handoff", 0], id="handoff", replace_existing=True)
+        for name, schedule in (("handoff", self.routing.handoff),
+                               ("weekly_report", self.routing.weekly_report)):
+            if schedule is not None:
+                self.scheduler.add_job(run_job, CronTrigger.from_crontab(
+                    schedule.cron, timezone=schedule.timezone), args=[name, 0], id=name,
+                    replace_existing=True)
+            elif self.scheduler.get_job(name) is not None:
+                self.scheduler.remove_job(name)
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -153,7 +157,8 @@ class TimerService:
             return
         with self.db.read() as session:
             wanted = self.desired(session, self.pipeline.clock())
-        existing = {job.id: job for job in scheduler.get_jobs() if job.id != "handoff"}
+        existing = {job.id: job for job in scheduler.get_jobs()
+                    if job.id not in ("handoff", "weekly_report")}
         for job_id in existing.keys() - wanted.keys():
             scheduler.remove_job(job_id)
         for job_id, (kind, subject, due_at) in wanted.items():
@@ -172,6 +177,9 @@ class TimerService:
                 session, now, self.routing.handoff.channel if self.routing.handoff else None,
                 text_))
             return
+        if kind == "weekly_report":
+            await self.pipeline.transact(self._weekly_report)
+            return
         if kind == "silence_end":
             await self.pipeline.transact(lambda session, now: self._silence_ended(
                 session, now, subject_id))
@@ -181,12 +189,19 @@ class TimerService:
             policy=self.policy, now=now))
         log.info("timer %s for incident %s: %s", kind, subject_id, outcome)
 
-    def _post(self, session: Session, now: datetime, channel: str | None, text_: str) -> None:
+    def _post(self, session: Session, now: datetime, channel: str | None, text_: str,
+              blocks: list[dict[str, object]] | None = None) -> None:
         if self.policy.slack:
             session.add(Delivery(incident_id=None, target="slack", action="post",
                                  payload={"channel": channel or self.policy.default_channel,
-                                          "text": text_},
+                                          "text": text_, "blocks": blocks or []},
                                  created_at=now, next_attempt_at=now))
+
+    def _weekly_report(self, session: Session, now: datetime) -> None:
+        text_, blocks = weekly_post(scorecard_for(session=session, since=now - timedelta(days=7),
+                                                  until=now, now=now))
+        channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
+        self._post(session, now, channel, text_, blocks)
 
     def _silence_ended(self, session: Session, now: datetime, silence_id: int) -> None:
         silence = session.get(Silence, silence_id)

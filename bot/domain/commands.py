@@ -26,6 +26,7 @@ USAGE = {
     "silence": '/oncall silence matcher… for=2h [reason]   e.g. model="churn" env="staging"',
     "silences": "/oncall silences",
     "unsilence": "/oncall unsilence ID",
+    "report": "/oncall report [7d]",
 }
 HELP = "*/oncall* subcommands:\n" + "\n".join(f"• `{line}`" for line in USAGE.values())
 
@@ -113,6 +114,16 @@ def parse_command(text: str) -> Command:
         return Command(name, text=args[0], filters=options)
     if name == "silence":
         return _silence(args)
+    if name == "report":
+        if len(args) > 1:
+            raise CommandError(name, "Give one period, e.g. 7d.")
+        period = args[0] if args else "7d"
+        try:
+            if parse_duration(period) <= timedelta(0):
+                raise ValueError
+        except ValueError:
+            raise CommandError(name, f"{period!r} is not a period like 24h, 7d or 30d.") from None
+        return Command(name, text=period)
     raise CommandError(None, f"Unknown subcommand {name!r}.")
 
 

@@ -74,8 +74,9 @@ class Permissions:
 
 
 @dataclass(frozen=True, slots=True)
-class Handoff:
-    """The shift-handoff digest: when (cron, in `timezone`) and where."""
+class ChannelSchedule:
+    """A recurring channel post (shift handoff, weekly scorecard): when (cron, in
+    `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
 
     cron: str
     timezone: str = "UTC"
@@ -89,7 +90,8 @@ class RoutingConfig:
     teams: Mapping[str, Team] = field(default_factory=dict)
     permissions: Permissions = Permissions()
     escalation: EscalationPolicy = EscalationPolicy()
-    handoff: Handoff | None = None
+    handoff: ChannelSchedule | None = None
+    weekly_report: ChannelSchedule | None = None
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -185,7 +187,7 @@ class _EscalationSpec(BaseModel):
         return _optional_duration(value)
 
 
-class _HandoffSpec(BaseModel):
+class _ScheduleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cron: str
@@ -219,7 +221,8 @@ class _RoutingSpec(BaseModel):
     teams: dict[str, _TeamSpec] = {}
     permissions: _PermissionsSpec = _PermissionsSpec()
     escalation: _EscalationSpec = _EscalationSpec()
-    handoff: _HandoffSpec | None = None
+    handoff: _ScheduleSpec | None = None
+    weekly_report: _ScheduleSpec | None = None
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -274,7 +277,9 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
         l1_ack_timeout=esc.l1_ack_timeout, l1_escalation_service_env=esc.l1_escalation_service_env,
         l0_promote_after=esc.l0_promote_after, flapping_count=esc.flapping.count,
         flapping_window=esc.flapping.window, ack_reminder_after=esc.ack_reminder_after)
-    handoff = (Handoff(spec.handoff.cron, spec.handoff.timezone, spec.handoff.channel)
-               if spec.handoff else None)
+    def schedule(given: _ScheduleSpec | None) -> ChannelSchedule | None:
+        return ChannelSchedule(given.cron, given.timezone, given.channel) if given else None
+
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
-                         permissions=permissions, escalation=escalation, handoff=handoff)
+                         permissions=permissions, escalation=escalation,
+                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report))

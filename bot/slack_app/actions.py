@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
+from anyio import to_thread
 from slack_bolt.async_app import AsyncApp
 from sqlmodel import Session
 
@@ -21,11 +22,13 @@ from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
 from bot.incident_actions import ActionRefused, Done, acknowledge, escalate, locked, resolve
 from bot.models import Incident
+from bot.reports import postmortem_for
 from bot.silences import add_silence
 from bot.slack_app import Services
 from bot.slack_app.commands import slack_actor
 
 SILENCE_FOR = timedelta(hours=1)
+POSTMORTEM_LIMIT = 38_000  # Slack cuts message text at 40,000 characters
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -51,6 +54,26 @@ def register(app: AsyncApp, services: Services) -> None:
 
     for action in ("incident_ack", "incident_resolve", "incident_escalate", "incident_silence"):
         app.action(action)(listener_for(action))
+
+    @app.action("incident_postmortem")
+    async def postmortem(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        """The draft, for the person who asked; `oncall-bot postmortem ID` writes it to a file."""
+        await ack()
+
+        def draft() -> str:
+            with services.db.read() as session:
+                return postmortem_for(int(body["actions"][0]["value"]), session=session,
+                                      now=services.pipeline.clock())
+
+        try:
+            text = await to_thread.run_sync(draft)
+        except (LookupError, ValueError) as exc:
+            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        if len(text) > POSTMORTEM_LIMIT:
+            text = text[:POSTMORTEM_LIMIT] + "\n…(cut; `oncall-bot postmortem ID` has it all)"
+        await respond(text=f"```\n{text}\n```", response_type="ephemeral",
+                      replace_original=False)
 
 
 async def perform(action: str, incident_id: int, user_id: str, services: Services) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from anyio import to_thread
 from slack_bolt.async_app import AsyncApp
 from sqlmodel import Session
 
@@ -26,6 +27,7 @@ from bot.incident_actions import (
     resolve,
 )
 from bot.models import Incident
+from bot.reports import slack_report
 from bot.silences import add_silence, expire_silence, list_silences
 from bot.slack_app import Services
 
@@ -43,6 +45,11 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text=str(exc))
             return
         await ack()
+        if parsed.name == "report":
+            text, blocks = await report(parsed.text, services)
+            await respond(text=text, blocks=blocks, response_type="ephemeral",
+                          replace_original=False)
+            return
         try:
             text = await run(parsed, command["user_id"], services)
         except ActionRefused as exc:
@@ -95,6 +102,14 @@ async def run(command: Command, user_id: str, services: Services) -> str:
         return add_note(incident, command.text, **common).message
 
     return await services.pipeline.transact(act)
+
+
+async def report(period: str, services: Services) -> tuple[str, list[dict[str, Any]]]:
+    def build() -> tuple[str, list[dict[str, Any]]]:
+        with services.db.read() as session:
+            return slack_report(period, session=session, now=services.pipeline.clock())
+
+    return await to_thread.run_sync(build)
 
 
 async def _check_resolve(incident_id: int, user_id: str, services: Services) -> None:

@@ -412,3 +412,27 @@ def test_manifest_declares_the_command_scopes_and_urls():
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "users:read", "users:read.email",
             "usergroups:read"} <= scopes
+
+
+def test_report_and_postmortem_from_slack(app_bot, slack, pagerduty):
+    incident_id, key = page_one(app_bot, slack, pagerduty)
+    click(app_bot, slack, "incident_ack", incident_id, user=ON_CALL)
+    app_bot.until(app_bot.outbox_settled, what="the ack")
+    assert pd_webhook(app_bot, "incident.resolved", key, "resolved").status_code == 202
+    app_bot.until(app_bot.outbox_settled, what="the resolve")
+
+    name = f"report-{time.monotonic_ns()}"
+    body = slash_command_body("report 7d", user_id=STRANGER, response_url=slack.response_url(name))
+    assert app_bot.http.post("/slack/events", content=body,
+                             headers=slack_headers(SIGNING_SECRET, body)).status_code == 200
+    (answer,) = app_bot.until(lambda: slack.responses(name), what="the report")
+    assert answer["response_type"] == "ephemeral" and answer["blocks"]
+    assert "1 incidents" in answer["text"] or "1 incident" in answer["text"]
+    assert "not a period" in slash(app_bot, slack, "report soon")[1]
+
+    (message,) = slack.top_level_messages()
+    assert "incident_postmortem" in json.dumps(message["blocks"])
+    name = click(app_bot, slack, "incident_postmortem", incident_id, user=STRANGER)
+    (draft,) = app_bot.until(lambda: slack.responses(name), what="the postmortem")
+    assert draft["response_type"] == "ephemeral"
+    assert "ModelErrorRateHigh" in draft["text"] and "Root cause" in draft["text"]

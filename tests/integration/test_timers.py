@@ -4,6 +4,7 @@ end, shift handoff — across restarts and with two replicas."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -253,3 +254,26 @@ def test_handoff_digest_names_the_shift_the_open_incidents_and_who_is_on_call(
     assert "*Shift handoff*" in digest
     assert "1 incident(s) in the last 24h" in digest and "Still open: 1" in digest
     assert "ModelErrorRateHigh" in digest and "Grace Hopper (level 1)" in digest
+
+
+def test_weekly_report_is_posted_to_its_channel(bot_env, tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes() + 'weekly_report: {cron: "0 9 * * 1", channel: "#ml-platform"}\n')
+    settings = load_settings(**{k.lower(): v for k, v in bot_env.items()},
+                             oncall_config=str(path))
+    app = create_app(settings)
+    app.state.db.upgrade()
+
+    async def scenario() -> None:
+        await app.state.pipeline.ingest(PARSERS["alertmanager"](
+            example("alertmanager-firing.json")))
+        await app.state.timers.fire("weekly_report", 0)
+
+    asyncio.run(scenario())
+    with app.state.db.reader.connect() as connection:
+        ((payload,),) = connection.exec_driver_sql(
+            "SELECT payload FROM delivery WHERE action = 'post'").all()
+    app.state.db.dispose()
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    assert payload["channel"] == "#ml-platform"
+    assert "1 incidents" in payload["text"] and payload["blocks"]
