@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.cli_reports import register as register_reports
+from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
 from bot.db import Database, redacted
 from bot.domain.durations import format_duration, parse_duration
@@ -112,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     expire.add_argument("id", type=int)
     silence.set_defaults(run=_silence)
     register_reports(commands)
+    register_runbooks(commands)
     return top
 
 

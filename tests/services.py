@@ -24,7 +24,12 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import start_http_server
-from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 MLFLOW_VERSION = "3.17.2"
 STARTUP_SECONDS = 90

@@ -107,7 +107,8 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
             if stopped_by is not None:
                 seen = Observation("skipped", f"not run: {stopped_by}", {})
             elif remaining <= 0:
-                seen = Observation("skipped", f"not run: the runbook's timeout ({runbook.timeout:g}s) ran out", {})
+                seen = Observation("skipped", f"not run: the runbook's timeout ({runbook.timeout:g}s) "
+                                              "ran out", {})
             else:
                 seen = await _step(step, io, template_context, min(step.timeout, remaining), dry_run)
                 if seen.status == "timeout" and step.timeout > remaining:
@@ -115,7 +116,8 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
                                                   f"{runbook.timeout:g}s, ran out)", seen.values)
             outcome = StepOutcome(name=step.name, kind=step.kind, status=seen.status, started_at=started_at,
                                   duration_s=round(time.monotonic() - started, 3),
-                                  output=cap(redact(seen.output, secrets)), values=redact(seen.values, secrets))
+                                  output=cap(redact(seen.output, secrets)),
+                                  values=redact(seen.values, secrets))
             outcomes.append(outcome)
             if not dry_run:
                 exposed[step.name] = seen.values

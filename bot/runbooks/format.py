@@ -85,9 +85,6 @@ class Runbook:
     steps: tuple[Step, ...]
     source: str = ""
 
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
-
 
 @dataclass
 class _Problems:
@@ -204,7 +201,8 @@ def _params(raw: Any, problems: _Problems) -> tuple[Param, ...]:
             problems.add(key, "must be a mapping with type, default, from_label, ...")
             continue
         for unknown in sorted(set(spec) - _PARAM_KEYS):
-            problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(_PARAM_KEYS))})")
+            problems.add(f"{key}.{unknown}",
+                         f"unknown key (expected one of {', '.join(sorted(_PARAM_KEYS))})")
         kind = spec.get("type", "string")
         if kind not in PARAM_TYPES:
             problems.add(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
@@ -367,14 +365,17 @@ def _kind_checks(kind: str, spec: dict[str, Any], key: str, params: set[str], ea
         argv = spec.get("argv")
         if not isinstance(argv, list) or not argv or \
                 not all(isinstance(item, str | int | float) for item in argv):
-            problems.add(f"{key}.argv", "must be a non-empty list of strings (no shell: one item per argument)")
+            problems.add(f"{key}.argv",
+                         "must be a non-empty list of strings (no shell: one item per argument)")
         env_allow = spec.get("env_allow", [])
-        if not isinstance(env_allow, list) or not all(isinstance(n, str) and _NAME.match(n) for n in env_allow):
+        if not isinstance(env_allow, list) or \
+                not all(isinstance(n, str) and _NAME.match(n) for n in env_allow):
             problems.add(f"{key}.env_allow", "must be a list of environment variable names")
     elif kind == "python":
         target = spec.get("callable")
         if not isinstance(target, str) or not _CALLABLE.match(target):
-            problems.add(f"{key}.callable", f"must be 'package.module:function' (not a template), got {target!r}")
+            problems.add(f"{key}.callable",
+                         f"must be 'package.module:function' (not a template), got {target!r}")
         if "args" in spec and not isinstance(spec["args"], dict):
             problems.add(f"{key}.args", "must be a mapping of argument name to value")
     elif kind == "mlflow":

@@ -36,7 +36,8 @@ def relative_change(current: Any, baseline: Any, max_ratio: Any = 1.5, what: str
                                                            f"baseline {baseline})"}
     now, before, limit = float(current), float(baseline), float(max_ratio)
     if before <= 0:
-        return {"passed": True, "ratio": None, "message": f"{what}: baseline is {before:g}, nothing to compare"}
+        return {"passed": True, "ratio": None,
+                "message": f"{what}: baseline is {before:g}, nothing to compare"}
     ratio = now / before
     passed = ratio <= limit
     return {"passed": passed, "ratio": round(ratio, 3),

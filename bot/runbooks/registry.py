@@ -51,7 +51,8 @@ class ModelRegistry:
         try:
             response = await self.client.request(method, url, params=params, json=body)
         except httpx.HTTPError as exc:
-            raise RegistryError(f"MLflow at {self.base_url} unreachable: {type(exc).__name__}: {exc}") from None
+            raise RegistryError(f"MLflow at {self.base_url} unreachable: "
+                                f"{type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
             try:
                 error = response.json()
@@ -102,7 +103,8 @@ class ModelRegistry:
         version_key, previous_key, moved_key = tag_keys(alias)
         tags = {version_key: str(version), previous_key: before or "", moved_key: self.clock().isoformat()}
         for key, value in tags.items():
-            await self._call("POST", "registered-models/set-tag", body={"name": name, "key": key, "value": value})
+            await self._call("POST", "registered-models/set-tag",
+                             body={"name": name, "key": key, "value": value})
         return before
 
     async def what_changed(self, name: str, alias: str) -> dict[str, Any]:
@@ -112,8 +114,8 @@ class ModelRegistry:
         tags = {t["key"]: t["value"] for t in model.get("tags", [])}
         current_version = next((a["version"] for a in model.get("aliases", []) if a["alias"] == alias), None)
         if current_version is None:
-            raise RegistryError(f"model {name!r} has no alias {alias!r} "
-                                f"(aliases: {', '.join(a['alias'] for a in model.get('aliases', [])) or 'none'})")
+            aliases = ", ".join(a["alias"] for a in model.get("aliases", [])) or "none"
+            raise RegistryError(f"model {name!r} has no alias {alias!r} (aliases: {aliases})")
         current = await self.model_version(name, current_version)
         version_key, previous_key, moved_key = tag_keys(alias)
         recorded = tags.get(version_key) == current_version

@@ -33,6 +33,7 @@ from bot.runbooks.templates import Pending, render_value
 DEFAULT_ALIAS = "champion"
 DEFAULT_INTERVAL = 10.0
 _SERIES_SHOWN = 5
+_COMMAND_OUTPUT_BYTES = OUTPUT_LIMIT - 256  # room for the exit line and the "cut" note within the cap
 
 
 class StepError(Exception):
@@ -88,7 +89,8 @@ class HttpCall:
 
     def describe(self) -> str:
         lines = [f"{self.method} {self.url} expecting {self.status}"]
-        lines += [f"check {c['path']} {c.get('op', '==')} {c.get('value', '')!r}".rstrip() for c in self.checks]
+        lines += [f"check {c['path']} {c.get('op', '==')} {c.get('value', '')!r}".rstrip()
+                  for c in self.checks]
         return "\n".join(lines)
 
     async def execute(self, io: StepIO, budget: float) -> Observation:
@@ -226,7 +228,7 @@ class Command:
             assert process.stdout is not None
             while chunk := await process.stdout.read(65536):
                 total += len(chunk)
-                kept += chunk[:max(0, OUTPUT_LIMIT - len(kept))]
+                kept += chunk[:max(0, _COMMAND_OUTPUT_BYTES - len(kept))]
             code = await process.wait()
         finally:
             if process.returncode is None:  # cancelled by the step's timeout: end the whole group
@@ -316,15 +318,18 @@ class RegistryAction:
             if version is None:
                 return Observation("failed", f"{name} has no alias {alias!r}", {})
             values = _version_values(version)
-            return Observation("passed", f"{name}@{alias} → v{values['version']} "
-                                         f"(created {values['created_at']}, source {values['source']})", values)
+            text = f"{name}@{alias} → v{values['version']} (created {values['created_at']}, " \
+                   f"source {values['source']})"
+            return Observation("passed", text, values)
         if self.action == "list_versions":
             versions = [_version_values(v) for v in await registry.versions(name, self.max_results)]
             for version in versions:
-                version["metrics"] = await registry.run_metrics(version["run_id"]) if version["run_id"] else {}
+                run_id = version["run_id"]
+                version["metrics"] = await registry.run_metrics(run_id) if run_id else {}
             lines = [f"v{v['version']}  created {v['created_at']}  tags {v['tags']}  metrics {v['metrics']}"
                      for v in versions]
-            return Observation("passed", "\n".join(lines) or f"{name} has no versions", {"versions": versions})
+            text = "\n".join(lines) or f"{name} has no versions"
+            return Observation("passed", text, {"versions": versions})
         before = await registry.set_alias(name, alias, self.version or "")
         moved = f"v{before} → v{self.version}" if before != self.version else f"already v{self.version}"
         return Observation("passed", f"{name}@{alias}: {moved}",
@@ -346,7 +351,8 @@ def _what_changed_text(found: Mapping[str, Any]) -> str:
     previous = (f"previous version: v{found['previous_version']} ({found['previous_source']})"
                 if found["previous_version"] else "previous version: none")
     return (f"{found['model']}@{found['alias']} serves v{found['current_version']} "
-            f"(created {found['current_created_at']}, run {found['current_run_id'] or '-'})\n{moved}\n{previous}")
+            f"(created {found['current_created_at']}, run {found['current_run_id'] or '-'})\n"
+            f"{moved}\n{previous}")
 
 
 def _prepare_mlflow(spec: Mapping[str, Any], context: RunContext, _t: Mapping[str, Any]) -> RegistryAction:
@@ -359,7 +365,8 @@ def _prepare_mlflow(spec: Mapping[str, Any], context: RunContext, _t: Mapping[st
         max_results = int(spec.get("max_results", 10))
     except (TypeError, ValueError):
         raise StepError(f"max_results: expected a number, got {spec.get('max_results')!r}") from None
-    return RegistryAction(base_url=context.mlflow_uri, action=spec["action"], model=_text(spec["model"], "model"),
+    return RegistryAction(base_url=context.mlflow_uri, action=spec["action"],
+                          model=_text(spec["model"], "model"),
                           alias=_text(spec.get("alias") or DEFAULT_ALIAS, "alias"),
                           version=None if version is None else _text(version, "version"),
                           max_results=max_results)
@@ -397,7 +404,8 @@ class WaitUntil:
                                       f"last ({last.status}):\n{last.output}", last.values)
 
 
-def _prepare_wait(spec: Mapping[str, Any], context: RunContext, template_context: Mapping[str, Any]) -> WaitUntil:
+def _prepare_wait(spec: Mapping[str, Any], context: RunContext,
+                  template_context: Mapping[str, Any]) -> WaitUntil:
     inner: Step = spec["step"]
     inner_spec = render_value(inner.spec, template_context)
     return WaitUntil(step=inner, inner=prepare(inner, inner_spec, context, template_context),

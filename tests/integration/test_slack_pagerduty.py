@@ -149,7 +149,8 @@ def test_ack_from_slack_and_resolve_from_pagerduty_agree_everywhere(app_bot, sla
     app_bot.until(app_bot.outbox_settled, what="the Slack update")
     (message,) = slack.top_level_messages()
     assert "RESOLVED" in message["blocks"][0]["text"]["text"]
-    assert not [b for b in message["blocks"] if b["type"] == "actions"]
+    (actions,) = [b for b in message["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["incident_postmortem"]
     replies = [r["text"] for r in slack.thread(message["channel"], message["ts"])]
     assert any("Acknowledged by" in r for r in replies)
     assert any("Resolved by Ada Lovelace (in PagerDuty)" in r for r in replies)
