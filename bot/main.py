@@ -13,7 +13,7 @@ from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import store
-from bot.adapters.oncall import PagerDutyOnCall
+from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
@@ -24,6 +24,8 @@ from bot.outbox import Backoff, Dispatcher
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
 from bot.routing_file import load_routing
+from bot.runbooks import RunContext, load_runbooks
+from bot.runs import RunWorker
 from bot.settings import Settings
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
@@ -40,13 +42,16 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
     routing = load_routing(settings.oncall_config)
     policy = DeliveryPolicy(slack=settings.slack_enabled, pagerduty=settings.paging_enabled,
-                            default_channel=settings.slack_alert_channel)
+                            default_channel=settings.slack_alert_channel,
+                            pagerduty_notes=settings.pagerduty_api_token is not None)
 
     def read_counts() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         with db.read() as session:
             return store.incident_counts(session=session), store.delivery_counts(session=session)
 
     metrics = Metrics(read_counts)
+    runbooks = (load_runbooks(settings.oncall_runbooks) if settings.oncall_runbooks.is_dir()
+                else {})
     tls = client_ssl_context(settings.oncall_ca_bundle)
     pager = PagerDutyEvents(
         settings.pagerduty_routing_key.get_secret_value(),
@@ -58,14 +63,32 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
         ssl_context=tls, timeout=settings.delivery_timeout_seconds,
     ) if settings.slack_bot_token else None
+    notes = PagerDutyNotes(
+        settings.pagerduty_api_token.get_secret_value(), base_url=settings.pagerduty_api_url,
+        ssl_context=tls, timeout=settings.delivery_timeout_seconds,
+        from_email=settings.pagerduty_from_email,
+    ) if settings.pagerduty_api_token else None
     dispatcher = Dispatcher(
-        db, pager=pager, chat=chat, metrics=metrics, clock=clock,
+        db, pager=pager, chat=chat, notes=notes, metrics=metrics, clock=clock,
+        runbooks=runbooks,
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
         # Longer than one attempt can take (each send is bounded by the timeout).
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )
-    pipeline = Pipeline(db, routing=routing, policy=policy, on_owed=dispatcher.wake, clock=clock)
+    def owed() -> None:
+        dispatcher.wake()
+        runs.wake()
+
+    pipeline = Pipeline(db, routing=routing, policy=policy, on_owed=owed, clock=clock,
+                        runbooks=runbooks)
+    runs = RunWorker(
+        db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
+        poll_seconds=settings.outbox_poll_seconds, lease=timedelta(minutes=20),
+        context=lambda **facts: RunContext(
+            prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
+            clock=clock, secrets=settings.secret_values(), **facts),
+    )
     oncall = PagerDutyOnCall(
         settings.pagerduty_api_token.get_secret_value(), base_url=settings.pagerduty_api_url,
         ssl_context=tls, timeout=settings.delivery_timeout_seconds,
@@ -80,7 +103,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         client=chat.client,
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
-            gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall)),
+            gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
+            runbooks=runbooks, runs=runs, mlflow_uri=settings.mlflow_tracking_uri),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
@@ -96,18 +120,19 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
                                                  settings.slack_app_token.get_secret_value())
             await socket_mode.connect_async()
         workers = [asyncio.create_task(dispatcher.run(), name="outbox"),
-                   asyncio.create_task(timers.run(), name="timers")]
+                   asyncio.create_task(timers.run(), name="timers"),
+                   asyncio.create_task(runs.run(), name="runbooks")]
         try:
             yield
         finally:
-            for worker in workers:
-                worker.cancel()
+            for task in workers:
+                task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             if socket_mode is not None:
                 await socket_mode.close_async()
             if chat is not None:
                 await chat.close()
-            for client in (pager, oncall):
+            for client in (pager, oncall, notes):
                 if client is not None:
                     client.close()
             db.dispose()
@@ -117,6 +142,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.pipeline = pipeline
     app.state.dispatcher = dispatcher
     app.state.timers = timers
+    app.state.runs = runs
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
         token=settings.alert_webhook_token.get_secret_value().encode()

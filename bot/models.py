@@ -122,3 +122,48 @@ class WebhookReceipt(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=200)
     received_at: datetime
+
+
+class RunbookRun(SQLModel, table=True):
+    """One run of a runbook: automatic diagnostics, a manual run or a rollback.
+
+    Written `pending` in the transaction that asks for it, so a crash between the
+    asking and the running loses nothing: a worker leases it and runs it.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
+    runbook: str
+    purpose: str = Field(max_length=16)  # diagnostics | manual | rollback
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_until: datetime | None = None
+    slack_ts: str | None = None  # the thread reply that shows its progress
+
+
+class StepResult(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runbookrun.id")
+    position: int
+    name: str
+    kind: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    started_at: datetime
+    duration_s: float
+    output: str
+    values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class RollbackLock(SQLModel, table=True):
+    """One rollback at a time per model: the row exists while one runs."""
+
+    model: str = Field(primary_key=True)
+    run_id: int
+    taken_by: str
+    taken_at: datetime

@@ -17,23 +17,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from anyio import to_thread
+from sqlmodel import col, select
 
 from bot import store
 from bot.clock import Clock, utcnow
 from bot.db import Database
-from bot.domain.messages import IncidentView, incident_message
+from bot.domain.messages import (
+    IncidentView,
+    RunStepView,
+    RunView,
+    incident_message,
+    run_message,
+)
 from bot.domain.ratelimit import backoff
 from bot.metrics import Metrics
-from bot.models import Delivery, Incident
-from bot.ports import Chat, Pager, PostedMessage, RetryLater, Undeliverable
+from bot.models import Delivery, Incident, RunbookRun, StepResult
+from bot.ports import Chat, Notes, Pager, PostedMessage, RetryLater, Undeliverable
+from bot.runbooks import Runbook
+from bot.runs import rollback_runbook
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
+RUN_TITLES = {"diagnostics": "Diagnostics", "rollback": "Rollback", "manual": "Runbook run"}
 CONCURRENCY = 16
 
 
@@ -43,7 +54,8 @@ class Backoff:
     cap: float
 
 
-def incident_view(incident: Incident, alerts: store.AlertSummary) -> IncidentView:
+def incident_view(incident: Incident, alerts: store.AlertSummary, *,
+                  can_roll_back: bool = False) -> IncidentView:
     annotations = alerts.annotations
     return IncidentView(
         id=incident.id,  # type: ignore[arg-type]
@@ -64,6 +76,7 @@ def incident_view(incident: Incident, alerts: store.AlertSummary) -> IncidentVie
         resolved_at=incident.resolved_at,
         resolved_by=incident.resolved_by,
         escalated_team=incident.escalated_team,
+        can_roll_back=can_roll_back,
         annotations=annotations,
     )
 
@@ -76,6 +89,7 @@ class _Outcome:
     retry_at: datetime | None = None
     coalesced: list[int] = field(default_factory=list)
     posted: PostedMessage | None = None
+    run_posted: tuple[int, str] | None = None  # (run id, ts) of a run's first thread reply
 
 
 class Dispatcher:
@@ -83,11 +97,14 @@ class Dispatcher:
     their outcomes in batches: one transaction for all that finished meanwhile."""
 
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
-                 backoff: Backoff, poll_seconds: float, lease: timedelta,
-                 metrics: Metrics, clock: Clock = utcnow) -> None:
+                 notes: Notes | None, backoff: Backoff, poll_seconds: float, lease: timedelta,
+                 metrics: Metrics, runbooks: Mapping[str, Runbook],
+                 clock: Clock = utcnow) -> None:
         self.db = db
         self.pager = pager
         self.chat = chat
+        self.notes = notes
+        self.runbooks = runbooks
         self.backoff = backoff
         self.poll_seconds = poll_seconds
         self.lease = lease
@@ -162,6 +179,12 @@ class Dispatcher:
                                   delivery.payload.get("payload"),
                                   routing_key_env=delivery.payload.get("routing_key_env"))
             return _Outcome(delivery, "sent")
+        if delivery.target == "pagerduty_rest":
+            if self.notes is None:
+                raise Undeliverable("PagerDuty's REST API is not configured")
+            await self.notes.add_note(delivery.payload["incident_key"],
+                                      delivery.payload["content"])
+            return _Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
         if delivery.action == "post":  # a channel message that belongs to no incident
@@ -169,18 +192,54 @@ class Dispatcher:
                                  delivery.payload.get("blocks") or [])
             return _Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
+        if delivery.action == "run_sync":
+            return await self._send_run(delivery, incident)
         if delivery.action == "reply":
             if not incident.slack_ts:
                 raise Undeliverable("the incident has no Slack message to reply under")
             await self.chat.post(incident.slack_channel_id or incident.channel or "",
                                  delivery.payload["text"], [], thread_ts=incident.slack_ts)
             return _Outcome(delivery, "sent")
-        text, blocks = incident_message(incident_view(incident, alerts))
+        rollback = bool(incident.model) and rollback_runbook(
+            self.runbooks, {**incident.labels, "model": incident.model or ""}) is not None
+        text, blocks = incident_message(incident_view(incident, alerts, can_roll_back=rollback))
         if incident.slack_ts and incident.slack_channel_id:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
             return _Outcome(delivery, "sent", coalesced=syncs)
         posted = await self.chat.post(incident.channel or "", text, blocks)
         return _Outcome(delivery, "sent", coalesced=syncs, posted=posted)
+
+    async def _send_run(self, delivery: Delivery, incident: Incident) -> _Outcome:
+        """Post, then keep editing, the thread reply that shows a runbook run."""
+        if not incident.slack_ts:
+            raise Undeliverable("the incident has no Slack message to reply under")
+        record, steps, syncs = await to_thread.run_sync(self._load_run,
+                                                        delivery.payload["run_id"])
+        text, blocks = run_message(RunView(
+            title=RUN_TITLES.get(record.purpose, "Runbook run"), runbook=record.runbook,
+            status=record.status,
+            total=len(self.runbooks[record.runbook].steps) if record.runbook in self.runbooks
+            else len(steps),
+            steps=[RunStepView(s.name, s.status, s.duration_s, s.output) for s in steps]))
+        channel = incident.slack_channel_id or incident.channel or ""
+        if record.slack_ts:
+            await self.chat.update(channel, record.slack_ts, text, blocks)  # type: ignore[union-attr]
+            return _Outcome(delivery, "sent", coalesced=syncs)
+        posted = await self.chat.post(channel, text, blocks,  # type: ignore[union-attr]
+                                      thread_ts=incident.slack_ts)
+        return _Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts))
+
+    def _load_run(self, run_id: int) -> tuple[RunbookRun, list[StepResult], list[int]]:
+        with self.db.read() as session:
+            record = session.get(RunbookRun, run_id)
+            if record is None:
+                raise Undeliverable(f"runbook run {run_id} no longer exists")
+            steps = list(session.exec(select(StepResult).where(StepResult.run_id == run_id)
+                                      .order_by(col(StepResult.position))).all())
+            pending = session.exec(select(Delivery.id, Delivery.payload).where(
+                Delivery.incident_id == record.incident_id, Delivery.action == "run_sync",
+                Delivery.state == "pending")).all()
+            return record, steps, [i for i, p in pending if p.get("run_id") == run_id]
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
@@ -231,6 +290,10 @@ class Dispatcher:
                                       retry_at=item.retry_at)
                 store.coalesce_syncs(item.coalesced, session=session,
                                      into=delivery.id, now=now)  # type: ignore[arg-type]
+                if item.run_posted is not None:
+                    record = session.get(RunbookRun, item.run_posted[0])
+                    if record is not None:
+                        record.slack_ts = item.run_posted[1]
                 if item.posted is not None:
                     store.record_slack_message(delivery.incident_id, session=session,
                                                channel_id=item.posted.channel_id,

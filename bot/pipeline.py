@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ from bot.clock import Clock, utcnow
 from bot.db import Database, is_transient
 from bot.domain.alert import Alert
 from bot.domain.routing import RoutingConfig
+from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy, IngestResult
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ _GROUP_ALERTS = 5000
 
 class Pipeline:
     def __init__(self, db: Database, *, routing: RoutingConfig, policy: DeliveryPolicy,
-                 on_owed: Callable[[], None], clock: Clock = utcnow) -> None:
+                 on_owed: Callable[[], None], clock: Clock = utcnow,
+                 runbooks: Mapping[str, Runbook] | None = None) -> None:
         self.db = db
+        self.runbooks = runbooks or {}
         self.routing = routing
         self.policy = policy
         self.on_owed = on_owed
@@ -103,7 +106,8 @@ class Pipeline:
             try:
                 with self.db.write() as session:
                     return store.apply_alerts(batches, session=session, routing=self.routing,
-                                              policy=self.policy, now=self.clock())
+                                              policy=self.policy, now=self.clock(),
+                                              runbooks=self.runbooks)
             except IntegrityError:
                 if attempt == _CONFLICT_RETRIES:
                     raise

@@ -51,3 +51,8 @@ class Chat(Protocol):
 
     async def update(self, channel_id: str, ts: str, text: str,
                      blocks: list[dict[str, Any]]) -> None: ...
+
+
+class Notes(Protocol):
+    async def add_note(self, incident_key: str, content: str) -> None:
+        """Add a note to the PagerDuty incident whose incident_key (our dedup_key) is given."""

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # PagerDuty's Events API accepts about 120 events a minute per integration
     # key and drops the rest; the outbox keeps below this. 0 turns the limit off.
     pagerduty_events_per_minute: int = Field(default=120, ge=0)
+    # Email of a PagerDuty user, sent as From on REST writes (notes), as PagerDuty
+    # requires for account-level API tokens.
+    pagerduty_from_email: str | None = None
+    # Runbooks: where they are, and the services their steps query.
+    oncall_runbooks: Path = Path("runbooks")
+    prometheus_url: str | None = None
+    mlflow_tracking_uri: str | None = None
     alert_webhook_token: SecretStr | None = None
     alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     oncall_config: Path = DEFAULT_ROUTING_FILE
@@ -94,6 +101,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value} holds no PEM certificate")
         return value
 
+    @field_validator("prometheus_url", "mlflow_tracking_uri")
+    @classmethod
+    def _service_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/") if value else value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -120,6 +134,13 @@ class Settings(BaseSettings):
     def paging_enabled(self) -> bool:
         return self.pagerduty_routing_key is not None
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret, so runbook output can be redacted of them."""
+        return tuple(value.get_secret_value() for value in (
+            self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
+            self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
+            self.alert_webhook_token) if value is not None)
+
     def disabled_deliveries(self) -> list[str]:
         """Plain-language lines for start-up: what will not be delivered, and why."""
         lines = []
@@ -131,6 +152,9 @@ class Settings(BaseSettings):
             lines.append("Slack commands and buttons are disabled: SLACK_SIGNING_SECRET is not set")
         if self.pagerduty_webhook_secret is None:
             lines.append("PagerDuty webhooks are refused: PAGERDUTY_WEBHOOK_SECRET is not set")
+        if not self.oncall_runbooks.is_dir():
+            lines.append(f"runbooks are disabled: no directory {self.oncall_runbooks} "
+                         "(ONCALL_RUNBOOKS)")
         if self.alert_webhook_token is None:
             lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
         return lines

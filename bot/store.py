@@ -8,7 +8,7 @@ the outbox what the change owes PagerDuty and Slack.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +30,15 @@ from bot.domain.incident import (
 from bot.domain.matchers import Matcher, match_all
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import Route, RoutingConfig, Tier
-from bot.models import AlertOccurrence, Delivery, Incident, Silence, TimelineEntry
+from bot.models import (
+    AlertOccurrence,
+    Delivery,
+    Incident,
+    RunbookRun,
+    Silence,
+    TimelineEntry,
+)
+from bot.runbooks import Runbook, select_runbook
 
 OPEN_STATES = (IncidentState.TRIGGERED.value, IncidentState.ACKNOWLEDGED.value)
 
@@ -42,6 +50,7 @@ class DeliveryPolicy:
     slack: bool
     pagerduty: bool
     default_channel: str
+    pagerduty_notes: bool = False  # REST API configured: diagnostics go on the page as a note
 
 
 @dataclass(slots=True)
@@ -173,9 +182,10 @@ class _Batch:
     """
 
     def __init__(self, session: Session, routing: RoutingConfig, policy: DeliveryPolicy,
-                 now: datetime) -> None:
+                 now: datetime, runbooks: Mapping[str, Runbook]) -> None:
         self.session = session
         self.routing = routing
+        self.runbooks = runbooks
         self.policy = policy
         self.now = now
         self.silences = active_silences(session=session, now=now)
@@ -349,6 +359,11 @@ class _Batch:
             self.timeline(incident, "silenced",
                           f"matched silence #{silence_id}: recorded, not paged", "bot")
         self.owe(incident, "opened")
+        if silence_id is None and route.tier.posts:
+            runbook = select_runbook(self.runbooks, route.runbook, alert.labels)
+            if runbook is not None:
+                request_run(incident, runbook.name, "diagnostics", session=self.session,
+                            now=self.now, requested_by="bot")
         return incident
 
     def reopen(self, incident: Incident, ghash: str, alert: Alert) -> None:
@@ -394,9 +409,23 @@ def apply_alerts(
     routing: RoutingConfig,
     policy: DeliveryPolicy,
     now: datetime,
+    runbooks: Mapping[str, Runbook] | None = None,
 ) -> list[IngestResult]:
-    """Apply each batch in order within the session's transaction; one result per batch."""
-    return _Batch(session, routing, policy, now).apply(batches)
+    """Apply each batch in order within the session's transaction; one result per batch.
+    A new incident whose route (or matchers) names a diagnostics runbook gets a run."""
+    return _Batch(session, routing, policy, now, runbooks or {}).apply(batches)
+
+
+def request_run(incident: Incident | None, runbook: str, purpose: str, *, session: Session,
+                now: datetime, requested_by: str, params: dict[str, Any] | None = None,
+                ) -> RunbookRun:
+    """Ask for a runbook run; a worker leases and runs it after this transaction commits."""
+    run = RunbookRun(incident_id=incident.id if incident else None, runbook=runbook,
+                     purpose=purpose, params=params or {}, requested_by=requested_by,
+                     created_at=now)
+    session.add(run)
+    session.flush()
+    return run
 
 
 def resolve(

@@ -1,7 +1,8 @@
-"""Who is on call now: PagerDuty REST `GET /oncalls` through the `pagerduty` REST client.
+"""PagerDuty's REST API through the `pagerduty` REST client: who is on call now
+(`GET /oncalls`), and notes on incidents.
 
-Answers are cached for a minute: `/oncall who` and permission checks may ask
-often, and PagerDuty rate-limits the REST API per account.
+On-call answers are cached for a minute: `/oncall who` and permission checks
+may ask often, and PagerDuty rate-limits the REST API per account.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import pagerduty
 
 from bot.adapters.pagerduty import single_attempt
+from bot.ports import RetryLater, Undeliverable
 
 CACHE_SECONDS = 60.0
 
@@ -79,6 +81,43 @@ class PagerDutyOnCall:
             for entry in entries
         ]
         return sorted(shifts, key=lambda s: (s.level, s.name))
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+
+class PagerDutyNotes:
+    """Implements `Notes`: finds the PagerDuty incident by its incident_key (our dedup_key)
+    and adds a note, through the REST client with one attempt per call (the outbox retries).
+    PagerDuty requires a From header naming a user's email for account-level tokens."""
+
+    def __init__(self, api_token: str, *, base_url: str, ssl_context: ssl.SSLContext,
+                 timeout: float, from_email: str | None) -> None:
+        self._client = pagerduty.RestApiV2Client(api_token, base_url=base_url,
+                                                 verify=ssl_context, default_from=from_email)
+        single_attempt(self._client, timeout)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pagerduty-notes")
+
+    async def add_note(self, incident_key: str, content: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._add, incident_key,
+                                                         content)
+
+    def _add(self, incident_key: str, content: str) -> None:
+        try:
+            found = self._client.rget("/incidents", params={"incident_key": incident_key})
+            if not found:
+                raise RetryLater("PagerDuty has no incident for this key yet")
+            self._client.rpost(f"/incidents/{found[0]['id']}/notes",
+                               json={"note": {"content": content}})
+        except pagerduty.HttpError as exc:
+            status = exc.response.status_code
+            message = f"PagerDuty REST answered HTTP {status}"
+            if status == 429 or status >= 500:
+                raise RetryLater(message, whole_target=status == 429) from None
+            raise Undeliverable(message) from None
+        except pagerduty.Error:
+            raise RetryLater("PagerDuty REST could not be reached") from None
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

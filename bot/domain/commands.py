@@ -27,6 +27,8 @@ USAGE = {
     "silences": "/oncall silences",
     "unsilence": "/oncall unsilence ID",
     "report": "/oncall report [7d]",
+    "rollback": "/oncall rollback MODEL [to VERSION]",
+    "runbook": "/oncall runbook list | /oncall runbook run NAME key=value…",
 }
 HELP = "*/oncall* subcommands:\n" + "\n".join(f"• `{line}`" for line in USAGE.values())
 
@@ -114,6 +116,24 @@ def parse_command(text: str) -> Command:
         return Command(name, text=args[0], filters=options)
     if name == "silence":
         return _silence(args)
+    if name == "rollback":
+        if len(args) == 1:
+            return Command(name, text=args[0])
+        if len(args) == 3 and args[1] == "to" and args[2].lstrip("v").isdigit():
+            return Command(name, text=args[0], filters={"version": args[2].lstrip("v")})
+        raise CommandError(name, "Name the model, and optionally `to VERSION`.")
+    if name == "runbook":
+        if args == ["list"]:
+            return Command(name, text="list")
+        if len(args) >= 2 and args[0] == "run":
+            params = {}
+            for arg in args[2:]:
+                key, sep, value = arg.partition("=")
+                if not sep or not key:
+                    raise CommandError(name, f"{arg!r} is not key=value.")
+                params[key] = value
+            return Command(name, text=args[1], filters=params)
+        raise CommandError(name, "Use `runbook list` or `runbook run NAME key=value…`.")
     if name == "report":
         if len(args) > 1:
             raise CommandError(name, "Give one period, e.g. 7d.")

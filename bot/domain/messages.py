@@ -37,6 +37,7 @@ class IncidentView:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     escalated_team: str | None = None
+    can_roll_back: bool = False  # a rollback runbook serves the incident's model
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -94,3 +95,27 @@ def incident_message(view: IncidentView) -> tuple[str, list[dict[str, Any]]]:
     blocks = json.loads(_environment().get_template("slack/incident.json.j2").render(i=view))
     text = f"[{view.state.upper()}] {view.tier} #{view.id}: {view.title}"
     return truncate_to(text, 3000), blocks
+
+
+@dataclass(frozen=True, slots=True)
+class RunStepView:
+    name: str
+    status: str
+    duration_s: float
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """What a runbook run's thread reply shows."""
+
+    title: str  # "Diagnostics", "Rollback", "Runbook run"
+    runbook: str
+    status: str
+    total: int
+    steps: list[RunStepView]
+
+
+def run_message(view: RunView) -> tuple[str, list[dict[str, Any]]]:
+    blocks = json.loads(_environment().get_template("slack/run.json.j2").render(r=view))
+    return truncate_to(f"{view.title} {view.runbook}: {view.status}", 3000), blocks

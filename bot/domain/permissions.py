@@ -1,7 +1,7 @@
 """Who may do what: the one place that decides, given facts gathered by the caller.
 
-Resolving an L1 incident, silencing and escalating to a model's owners are
-restricted to configured Slack users and user groups and to whoever is on call
+Resolving an L1 incident, silencing, escalating to a model's owners and rolling
+back a model are restricted to configured Slack users and user groups and to whoever is on call
 now. Acknowledging, noting, listing and declaring are open to everyone.
 """
 
@@ -17,6 +17,7 @@ class Guarded(StrEnum):
     RESOLVE_L1 = "resolve an L1 incident"
     SILENCE = "silence alerts"
     ESCALATE = "escalate to a model's owners"
+    ROLLBACK = "roll back a model"
 
 
 def may(user_id: str, *, permissions: Permissions, groups_of_user: Collection[str],

@@ -7,6 +7,7 @@ first, so Slack's three seconds are never at risk; the work runs after the ack.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
@@ -17,6 +18,8 @@ from bot.db import Database
 from bot.domain.routing import RoutingConfig
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
+from bot.runbooks import Runbook
+from bot.runs import RunWorker
 from bot.store import DeliveryPolicy
 
 
@@ -30,13 +33,17 @@ class Services:
     policy: DeliveryPolicy
     gatekeeper: Gatekeeper
     oncall: PagerDutyOnCall | None
+    runbooks: Mapping[str, Runbook]
+    runs: RunWorker
+    mlflow_uri: str | None
 
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,
                     services: Services) -> AsyncApp:
-    from bot.slack_app import actions, commands
+    from bot.slack_app import actions, commands, rollback
 
     app = AsyncApp(signing_secret=signing_secret, client=client)
     commands.register(app, services)
     actions.register(app, services)
+    rollback.register(app, services)
     return app

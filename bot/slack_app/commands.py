@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
 from slack_bolt.async_app import AsyncApp
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bot import store
 from bot.adapters.oncall import OnCallUnavailable
@@ -26,10 +26,12 @@ from bot.incident_actions import (
     open_incidents,
     resolve,
 )
-from bot.models import Incident
+from bot.models import Incident, RunbookRun, StepResult
 from bot.reports import slack_report
+from bot.runs import summary as run_summary
 from bot.silences import add_silence, expire_silence, list_silences
 from bot.slack_app import Services
+from bot.slack_app.rollback import latest_open_incident, preview
 
 
 def slack_actor(user_id: str) -> Actor:
@@ -45,6 +47,12 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text=str(exc))
             return
         await ack()
+        if parsed.name == "rollback":
+            await rollback_command(parsed, command["user_id"], services, respond)
+            return
+        if parsed.name == "runbook":
+            await runbook_command(parsed, command["user_id"], services, respond)
+            return
         if parsed.name == "report":
             text, blocks = await report(parsed.text, services)
             await respond(text=text, blocks=blocks, response_type="ephemeral",
@@ -102,6 +110,62 @@ async def run(command: Command, user_id: str, services: Services) -> str:
         return add_note(incident, command.text, **common).message
 
     return await services.pipeline.transact(act)
+
+
+async def rollback_command(command: Command, user_id: str, services: Services,
+                           respond: Any) -> None:
+    """Preview a rollback of MODEL (to VERSION); it runs only after Confirm."""
+    try:
+        refusal = await services.gatekeeper.refusal(user_id, Guarded.ROLLBACK)
+        if refusal:
+            raise ActionRefused(refusal)
+        with services.db.read() as session:
+            incident = latest_open_incident(command.text, session=session)
+        labels = dict(incident.labels) if incident else {"model": command.text}
+        text, blocks = await preview(services, model=command.text, labels=labels,
+                                     incident_id=incident.id if incident else None,
+                                     target=command.filters.get("version"))
+        await respond(text=text, blocks=blocks, response_type="ephemeral",
+                      replace_original=False)
+    except ActionRefused as exc:
+        await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+
+
+async def runbook_command(command: Command, user_id: str, services: Services,
+                          respond: Any) -> None:
+    """`runbook list`, or run a diagnostics runbook now and answer with its outcome."""
+    if command.text == "list":
+        lines = [f"• `{mrkdwn(r.name)}`{' (changes production)' if r.changes_production else ''}"
+                 f": {mrkdwn(r.description.strip())}" for r in services.runbooks.values()]
+        await respond(text="\n".join(lines) or "No runbooks are loaded.",
+                      response_type="ephemeral", replace_original=False)
+        return
+    runbook = services.runbooks.get(command.text)
+    if runbook is None:
+        text = f"There is no runbook {command.text!r}; `/oncall runbook list` shows them."
+    elif runbook.changes_production:
+        text = f"`{runbook.name}` changes production: use `/oncall rollback MODEL` to preview it."
+    else:
+        model = command.filters.get("model")
+
+        def ask(session: Session, now: datetime) -> int:
+            incident = (session.exec(select(Incident).where(
+                Incident.model == model, col(Incident.state).in_(store.OPEN_STATES))
+                .order_by(col(Incident.id).desc())).first() if model else None)
+            record = store.request_run(incident, runbook.name, "manual", session=session,
+                                       now=now, requested_by=f"slack:{user_id}",
+                                       params=dict(command.filters))
+            record.status, record.lease_until = "running", now + timedelta(minutes=20)
+            return record.id  # type: ignore[return-value]
+
+        run_id = await services.pipeline.transact(ask)
+        await services.runs.execute(run_id)
+        with services.db.read() as session:
+            record = session.get(RunbookRun, run_id)
+            steps = list(session.exec(select(StepResult).where(StepResult.run_id == run_id)
+                                      .order_by(col(StepResult.position))).all())
+        text = f"```\n{run_summary(runbook.name, record.status if record else '?', steps)}\n```"
+    await respond(text=text, response_type="ephemeral", replace_original=False)
 
 
 async def report(period: str, services: Services) -> tuple[str, list[dict[str, Any]]]:
