@@ -40,6 +40,7 @@ from bot.models import Delivery, Incident, RunbookRun, StepResult
 from bot.ports import Chat, Notes, Pager, PostedMessage, RetryLater, Undeliverable
 from bot.runbooks import Runbook
 from bot.runs import rollback_runbook
+from bot.worker_loop import claim_and_run
 
 log = logging.getLogger(__name__)
 
@@ -120,32 +121,15 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled. A failed claim (database down) is logged and retried."""
+        """Deliver until cancelled."""
         recorder = asyncio.create_task(self._record_outcomes(), name="outbox-recorder")
         try:
-            while True:
-                self._wake.clear()
-                free = CONCURRENCY - len(self._in_flight)
-                claimed: list[Delivery] = []
-                if free > 0:
-                    try:
-                        claimed = await to_thread.run_sync(self._claim, free)
-                    except Exception:
-                        log.exception("could not claim deliveries; retrying")
-                for delivery in claimed:
-                    task = asyncio.create_task(self._deliver(delivery))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
-                if not claimed:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                    except TimeoutError:
-                        pass
+            await claim_and_run(claim=self._claim, handle=self._deliver, in_flight=self._in_flight,
+                                concurrency=CONCURRENCY, wake=self._wake,
+                                poll_seconds=self.poll_seconds, what="deliveries")
         finally:
             recorder.cancel()
-            for task in [*self._in_flight, recorder]:
-                task.cancel()
-            await asyncio.gather(recorder, *self._in_flight, return_exceptions=True)
+            await asyncio.gather(recorder, return_exceptions=True)
 
     def held_targets(self) -> list[str]:
         now = time.monotonic()
@@ -231,23 +215,25 @@ class Dispatcher:
 
     def _load_run(self, run_id: int) -> tuple[RunbookRun, list[StepResult], list[int]]:
         with self.db.read() as session:
-            record = session.get(RunbookRun, run_id)
+            pending = session.exec(select(Delivery.id, Delivery.payload).where(
+                Delivery.action == "run_sync", Delivery.state == "pending")).all()
+            record = session.get(RunbookRun, run_id)  # read after the owed syncs, as in _load
             if record is None:
                 raise Undeliverable(f"runbook run {run_id} no longer exists")
             steps = list(session.exec(select(StepResult).where(StepResult.run_id == run_id)
                                       .order_by(col(StepResult.position))).all())
-            pending = session.exec(select(Delivery.id, Delivery.payload).where(
-                Delivery.incident_id == record.incident_id, Delivery.action == "run_sync",
-                Delivery.state == "pending")).all()
             return record, steps, [i for i, p in pending if p.get("run_id") == run_id]
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
+            # The owed syncs first, the state after: under READ COMMITTED each statement
+            # sees the newest commits, so every sync read here is shown by the state read
+            # next, and one committed in between stays pending for another send.
+            syncs = store.pending_syncs(incident_id, session=session)
             incident = session.get(Incident, incident_id)
             if incident is None:
                 raise Undeliverable(f"incident {incident_id} no longer exists")
-            return (incident, store.alert_summary(incident_id, session=session),
-                    store.pending_syncs(incident_id, session=session))
+            return incident, store.alert_summary(incident_id, session=session), syncs
 
     def _retry(self, delivery: Delivery, exc: RetryLater) -> _Outcome:
         delay = exc.after if exc.after is not None else backoff(

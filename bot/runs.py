@@ -33,6 +33,7 @@ from bot.runbooks import (
     run,
 )
 from bot.store import DeliveryPolicy
+from bot.worker_loop import claim_and_run
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +78,10 @@ class RunWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        try:
-            while True:
-                self._wake.clear()
-                claimed: list[int] = []
-                if len(self._running) < CONCURRENCY:
-                    try:
-                        claimed = await to_thread.run_sync(self._claim,
-                                                           CONCURRENCY - len(self._running))
-                    except Exception:
-                        log.exception("could not claim runbook runs; retrying")
-                for run_id in claimed:
-                    task = asyncio.create_task(self.execute(run_id))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
-                if not claimed:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                    except TimeoutError:
-                        pass
-        finally:
-            for task in list(self._running):
-                task.cancel()
-            await asyncio.gather(*self._running, return_exceptions=True)
+        """Run requested runbook runs until cancelled."""
+        await claim_and_run(claim=self._claim, handle=self.execute, in_flight=self._running,
+                            concurrency=CONCURRENCY, wake=self._wake,
+                            poll_seconds=self.poll_seconds, what="runbook runs")
 
     def _claim(self, limit: int) -> list[int]:
         now = self.clock()

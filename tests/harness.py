@@ -81,7 +81,7 @@ class BotProcess:
              str(self.port)],
             env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_path.parent,
         )
-        wait_for(self._healthy, timeout=30, what=f"the bot to start (log: {self.log_path})")
+        wait_for(self._healthy, timeout=60, what=f"the bot to start (log: {self.log_path})")
 
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
