@@ -12,6 +12,7 @@ from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
 from bot.db import Database, redacted
+from bot.demo import register as register_demo
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.incident import group_key
 from bot.domain.matchers import MatcherError
@@ -114,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     silence.set_defaults(run=_silence)
     register_reports(commands)
     register_runbooks(commands)
+    register_demo(commands)
     return top
 
 

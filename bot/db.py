@@ -103,13 +103,11 @@ class Database:
             command.upgrade(config, "head")
 
     def jobstore_engine(self) -> Engine:
-        """An engine for APScheduler's job store. On SQLite connections of its own, so
+        """An engine for APScheduler's job store. On SQLite a connection of its own, so
         the scheduler (which runs on the event loop) never queues behind intake for the
         writer connection; on PostgreSQL the shared pool."""
         if self.is_sqlite:
-            # Deferred BEGIN: the store's reads must not queue for the write lock, and its
-            # writes are single statements, which take the lock at once.
-            return _sqlite_engine(self.url, writer=False, lock_timeout=self.lock_timeout)
+            return _sqlite_engine(self.url, writer=True, lock_timeout=self.lock_timeout)
         return self.writer
 
     def dispose(self) -> None:

@@ -111,22 +111,23 @@ class TimerService:
 
     def _start_scheduler(self) -> None:
         store_engine = self.db.jobstore_engine()
-        self.scheduler = AsyncIOScheduler(
+        scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=store_engine,
                                                      tablename="apscheduler_jobs")},
             # A timer missed while no process ran still fires, once, on start.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
-        self.scheduler.start()
+        scheduler.start()  # raises if the job store cannot be reached: retried next round
+        self.scheduler = scheduler
         for name, schedule in (("handoff", self.routing.handoff),
                                ("weekly_report", self.routing.weekly_report)):
             if schedule is not None:
-                self.scheduler.add_job(run_job, CronTrigger.from_crontab(
+                scheduler.add_job(run_job, CronTrigger.from_crontab(
                     schedule.cron, timezone=schedule.timezone), args=[name, 0], id=name,
                     replace_existing=True)
-            elif self.scheduler.get_job(name) is not None:
-                self.scheduler.remove_job(name)
+            elif scheduler.get_job(name) is not None:
+                scheduler.remove_job(name)
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
