@@ -330,7 +330,7 @@ class Demo:
         """The rollback run's timeline entry: after the alias moved and its health check ran."""
         (entry,) = self._until(lambda: self.rows(
             "SELECT detail FROM timelineentry WHERE incident_id = :i AND kind = 'rollback'", i=self.incident_id),
-            timeout, "the rollback runbook (set_alias, then its health check over a 2m window)", self.bot)
+            timeout, "the rollback runbook (set_alias, then its health check)", self.bot)
         return entry.detail
 
     def wait_for_resolved(self, timeout: float = 120) -> Any:
@@ -638,8 +638,8 @@ def run(settings: Any, args: argparse.Namespace) -> int:
         demo.acknowledge()
         step("…and rolls back: Roll back → preview → Confirm")
         demo.roll_back()
-        step("The rollback runbook moves the alias back, then waits until the error ratio over 2m "
-             "is healthy (about two minutes)")
+        step("The rollback runbook moves the alias back, then waits until the error ratio over its window "
+             "is healthy (under a minute)")
         detail = demo.wait_for_rollback()
         say("bot", detail)
         say("mlflow", f"{MODEL}@{ALIAS} → v{demo.champion()}; the model server serves v{demo.serving()}")

@@ -3,9 +3,9 @@ rolled back. Real MLflow, Prometheus and Alertmanager, the example model server 
 traffic, the bot as `oncall-bot serve`, and the Slack and PagerDuty stand-ins; the steps
 are bot/demo.py's `Demo`, the same ones `oncall-bot demo` narrates.
 
-About three minutes, most of it the shipped rollback runbook's health check: its error
-ratio is taken over [2m], so it passes only once the bad version's failures have left
-that window (see examples/alert_rules.yml, keep_firing_for).
+About two minutes, most of it MLflow starting and the rollback's health check, which
+passes once the bad version's failures have left the alert's health_window (see
+examples/alert_rules.yml, keep_firing_for).
 """
 
 from __future__ import annotations
