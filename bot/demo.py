@@ -312,6 +312,9 @@ class Demo:
         """A signed click on Acknowledge by the on-call engineer."""
         self.press("incident_ack", str(self.incident_id))
         self._until(lambda: self.incident().state == "acknowledged", timeout, "the acknowledgement", self.bot)
+        key = self.incident().key
+        self._until(lambda: self.pagerduty.alert_status(key) == "acknowledged", timeout,
+                    "PagerDuty to receive the acknowledgement", self.bot)
 
     def roll_back(self, timeout: float = 30) -> tuple[dict[str, Any], dict[str, Any]]:
         """Roll back → the ephemeral preview → Confirm (signed clicks); (preview, answer)."""
@@ -380,8 +383,10 @@ class Demo:
         return reply.json()["model_version"]["version"]
 
     def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result vector; empty while Prometheus is still starting (it answers 503)."""
         reply = self.http.get(f"{self.url['prometheus']}/api/v1/query", params={"query": promql})
-        reply.raise_for_status()
+        if reply.status_code != 200:
+            return []
         return reply.json()["data"]["result"]
 
     def error_ratio(self, version: str | None = None, window: str = "30s") -> float | None:

@@ -187,8 +187,11 @@ class PrometheusServer:
     metrics: ModelMetrics
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5).json()
-        return reply["data"]["result"]
+        """The result vector; empty while Prometheus is still starting (it answers 503)."""
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        if response.status_code != 200:
+            return []
+        return response.json()["data"]["result"]
 
 
 @pytest.fixture(scope="session")
