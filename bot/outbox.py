@@ -215,8 +215,11 @@ class Dispatcher:
 
     def _load_run(self, run_id: int) -> tuple[RunbookRun, list[StepResult], list[int]]:
         with self.db.read() as session:
+            incident_id = session.exec(select(RunbookRun.incident_id).where(
+                RunbookRun.id == run_id)).first()
             pending = session.exec(select(Delivery.id, Delivery.payload).where(
-                Delivery.action == "run_sync", Delivery.state == "pending")).all()
+                Delivery.incident_id == incident_id, Delivery.action == "run_sync",
+                Delivery.state == "pending")).all()
             record = session.get(RunbookRun, run_id)  # read after the owed syncs, as in _load
             if record is None:
                 raise Undeliverable(f"runbook run {run_id} no longer exists")

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from bot.domain.durations import parse_duration
 from bot.domain.escalation import EscalationPolicy
@@ -107,6 +107,13 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(str(value))
 
 
+# Durations in the file are written like 90s, 15m or 2h (or seconds as a number); null
+# turns an optional timer off.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+OptionalDuration = Annotated[timedelta | None,
+                             BeforeValidator(lambda v: None if v is None else _duration(v))]
+
+
 class _RouteSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -133,13 +140,7 @@ class _Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     group_by: list[str] = ["alertname", "model", "environment"]
-    reopen_window: timedelta = timedelta(hours=1)
-
-    @field_validator("reopen_window", mode="before")
-    @classmethod
-    def _parse_window(cls, value: Any) -> timedelta:
-        return _duration(value)
-
+    reopen_window: Duration = timedelta(hours=1)
 
 class _TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -156,35 +157,21 @@ class _PermissionsSpec(BaseModel):
     on_call: bool = True
 
 
-def _optional_duration(value: Any) -> timedelta | None:
-    return None if value is None else _duration(value)
-
-
 class _FlappingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(default=3, ge=2)
-    window: timedelta = timedelta(hours=1)
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _parse_window(cls, value: Any) -> timedelta:
-        return _duration(value)
+    window: Duration = timedelta(hours=1)
 
 
 class _EscalationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    l1_ack_timeout: timedelta | None = timedelta(minutes=15)
+    l1_ack_timeout: OptionalDuration = timedelta(minutes=15)
     l1_escalation_service_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    l0_promote_after: timedelta | None = timedelta(minutes=30)
+    l0_promote_after: OptionalDuration = timedelta(minutes=30)
     flapping: _FlappingSpec = _FlappingSpec()
-    ack_reminder_after: timedelta | None = timedelta(hours=4)
-
-    @field_validator("l1_ack_timeout", "l0_promote_after", "ack_reminder_after", mode="before")
-    @classmethod
-    def _parse(cls, value: Any) -> timedelta | None:
-        return _optional_duration(value)
+    ack_reminder_after: OptionalDuration = timedelta(hours=4)
 
 
 class _ScheduleSpec(BaseModel):
