@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     ) if settings.pagerduty_api_token else None
     dispatcher = Dispatcher(
         db, pager=pager, chat=chat, notes=notes, metrics=metrics, clock=clock,
-        runbooks=runbooks,
+        runbooks=runbooks, intake_load=lambda: pipeline.load(),
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
         # Longer than one attempt can take (each send is bounded by the timeout).

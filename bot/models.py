@@ -90,6 +90,7 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_delivery_due", "state", "next_attempt_at"),
         Index("ix_delivery_order", "incident_id", "target", "state", "id"),
+        Index("ix_delivery_queue", "state", "target", "next_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

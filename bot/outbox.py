@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,7 +34,7 @@ from bot.domain.messages import (
     incident_message,
     run_message,
 )
-from bot.domain.ratelimit import backoff
+from bot.domain.ratelimit import TokenBucket, backoff
 from bot.metrics import Metrics
 from bot.models import Delivery, Incident, RunbookRun, StepResult
 from bot.ports import Chat, Notes, Pager, PostedMessage, RetryLater, Undeliverable
@@ -45,6 +45,13 @@ from bot.worker_loop import claim_and_run
 log = logging.getLogger(__name__)
 
 BATCH = 50
+# While intake is saturated (its load above _SATURATED), Slack deliveries trickle
+# out at this rate so that accepting alerts keeps the CPU and the database writer;
+# pages are never held back. Slack itself takes about one message a second per
+# channel, so in an alert storm it would hold messages back anyway.
+_SATURATED = 0.5
+_TRICKLE_PER_MINUTE = 300
+_TRICKLE_BURST = 5
 RUN_TITLES = {"diagnostics": "Diagnostics", "rollback": "Rollback", "manual": "Runbook run"}
 CONCURRENCY = 16
 
@@ -100,7 +107,7 @@ class Dispatcher:
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
                  notes: Notes | None, backoff: Backoff, poll_seconds: float, lease: timedelta,
                  metrics: Metrics, runbooks: Mapping[str, Runbook],
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, intake_load: Callable[[], float] = lambda: 0.0) -> None:
         self.db = db
         self.pager = pager
         self.chat = chat
@@ -111,6 +118,8 @@ class Dispatcher:
         self.lease = lease
         self.metrics = metrics
         self.clock = clock
+        self.intake_load = intake_load
+        self._trickle = TokenBucket(_TRICKLE_PER_MINUTE, time.monotonic(), burst=_TRICKLE_BURST)
         self._wake = asyncio.Event()
         self._held: dict[str, float] = {}  # target → monotonic time it may be tried again
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -136,9 +145,26 @@ class Dispatcher:
         return [target for target, until in self._held.items() if until > now]
 
     def _claim(self, limit: int) -> list[Delivery]:
+        held, now = self.held_targets(), self.clock()
+        saturated = self.intake_load() > _SATURATED
+        if saturated:
+            slack_slots = self._trickle.available(time.monotonic())
+            if slack_slots == 0:
+                held.append("slack")
+            else:
+                limit = min(limit, slack_slots)
+        with self.db.read() as session:
+            due = store.due_deliveries(session=session, now=now, limit=min(limit, BATCH),
+                                       held=held)
+        if not due:
+            return []
         with self.db.write() as session:
-            return store.claim_due(session=session, now=self.clock(), lease=self.lease,
-                                   limit=min(limit, BATCH), held=self.held_targets())
+            claimed = store.lease_deliveries(due, session=session, now=now, lease=self.lease)
+        if saturated:
+            for delivery in claimed:
+                if delivery.target == "slack":
+                    self._trickle.take(time.monotonic())
+        return claimed
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -34,6 +36,8 @@ T = TypeVar("T")
 _CONFLICT_RETRIES = 3
 # Bounds one group commit, so a flood cannot make a single transaction huge.
 _GROUP_ALERTS = 5000
+# Time constant of the intake load average (seconds).
+_LOAD_WINDOW = 1.0
 
 
 class Pipeline:
@@ -47,7 +51,11 @@ class Pipeline:
         self.on_owed = on_owed
         self.clock = clock
         self._waiting: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]] = []
+        self._waiting_since = 0.0  # monotonic time the oldest waiting request arrived
         self._committer: asyncio.Task[None] | None = None
+        # (load average, monotonic time it was last updated), replaced as a whole so
+        # that other threads read a consistent pair.
+        self._load: tuple[float, float] = (0.0, time.monotonic())
 
     async def ingest(self, alerts: Sequence[Alert]) -> IngestResult:
         """Commit the alerts and what they change; returns once that is durable.
@@ -56,6 +64,8 @@ class Pipeline:
         so that the sender retries); a failing request never fails its neighbours.
         """
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            self._waiting_since = time.monotonic()
         self._waiting.append((alerts, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
@@ -63,11 +73,30 @@ class Pipeline:
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
-            group, size = [], 0
+            group, size, since = [], 0, self._waiting_since
+            self._waiting_since = time.monotonic()  # for whatever is left behind
             while self._waiting and (not group or size + len(self._waiting[0][0]) <= _GROUP_ALERTS):
                 group.append(self._waiting.pop(0))
                 size += len(group[-1][0])
             await self._commit_group(group)
+            self._busy(since)
+
+    def load(self) -> float:
+        """The share of the last second or so during which alerts waited or were being
+        committed (0 to 1).
+
+        Work that shares the process with intake (delivery) reads it to give way to
+        intake while alerts pour in; callable from any thread."""
+        value, updated = self._load
+        return value * math.exp(-(time.monotonic() - updated) / _LOAD_WINDOW)
+
+    def _busy(self, since: float) -> None:
+        """Fold in that alerts waited or were being committed from `since` until now."""
+        value, updated = self._load
+        now = time.monotonic()
+        elapsed = max(now - updated, 1e-6)
+        weight = math.exp(-elapsed / _LOAD_WINDOW)
+        self._load = (value * weight + (1 - weight) * min(1.0, (now - since) / elapsed), now)
 
     async def _commit_group(
         self, group: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]]

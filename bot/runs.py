@@ -85,17 +85,21 @@ class RunWorker:
 
     def _claim(self, limit: int) -> list[int]:
         now = self.clock()
-        with self.db.write() as session:
+        with self.db.read() as session:  # most wakes find nothing: no write lock for them
             candidates = session.exec(
                 select(RunbookRun.id).where(
                     col(RunbookRun.status).in_(["pending", "running"]),
                     (col(RunbookRun.lease_until).is_(None)) | (col(RunbookRun.lease_until) < now))
                 .order_by(col(RunbookRun.id)).limit(limit)).all()
+        if not candidates:
+            return []
+        with self.db.write() as session:
             claimed = []
             for run_id in candidates:
                 taken = session.exec(  # type: ignore[call-overload]
                     update(RunbookRun).where(
                         col(RunbookRun.id) == run_id,
+                        col(RunbookRun.status).in_(["pending", "running"]),  # not finished since
                         (col(RunbookRun.lease_until).is_(None))
                         | (col(RunbookRun.lease_until) < now))
                     .values(lease_until=now + self.lease, status="running",

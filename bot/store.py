@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import bindparam, case, func, insert, tuple_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -173,12 +173,39 @@ class _Planned:
     ghash: str
 
 
+@dataclass(slots=True)
+class _Occurrence:
+    """What intake needs of an alert occurrence: read as plain columns and written back
+    in bulk when the batch is done, because repeats (most alerts) change only counters."""
+
+    id: int | None  # None: new in this transaction
+    fingerprint: str
+    status: str
+    starts_at: datetime | None
+    ends_at: datetime | None = None
+    repeats: int = 0  # added in this transaction
+    touched: bool = False
+    alert: Alert | None = None  # the alert a new occurrence is inserted from
+
+
+_OCCURRENCE = AlertOccurrence.__table__  # type: ignore[attr-defined]
+_WRITE_BACK = (
+    update(_OCCURRENCE)
+    .where(_OCCURRENCE.c.id == bindparam("oid"))
+    .values(status=bindparam("new_status"), starts_at=bindparam("new_starts"),
+            ends_at=bindparam("new_ends"), last_seen_at=bindparam("seen"),
+            repeats=_OCCURRENCE.c.repeats + bindparam("added"))
+)
+
+
 class _Batch:
     """Applies batches of alerts inside the caller's transaction.
 
-    The open incidents of all the batches' groups and their alert occurrences are
-    loaded up front (one query each) and kept in memory, so a hundred repeats
-    cost a couple of reads and one flush rather than a round trip per alert.
+    Everything a batch reads is read up front, a statement per kind for all the
+    batches together: the open incidents of their groups, the resolved ones that
+    may reopen, and the occurrences of their alerts. New incidents are inserted
+    together in one flush, and occurrences are written back in bulk at the end,
+    so a group commit of hundreds of alerts costs a handful of statements.
     """
 
     def __init__(self, session: Session, routing: RoutingConfig, policy: DeliveryPolicy,
@@ -190,7 +217,10 @@ class _Batch:
         self.now = now
         self.silences = active_silences(session=session, now=now)
         self.open_by_hash: dict[str, Incident | None] = {}
-        self.occurrences: dict[int, dict[str, AlertOccurrence]] = {}
+        self.reopenable_by_hash: dict[str, Incident] = {}
+        self.fresh: dict[str, Incident] = {}  # inserted up front, opened by their first alert
+        self.occurrences: dict[int, dict[str, _Occurrence]] = {}
+        self.complete: set[int] = set()  # incidents whose every occurrence is loaded
         self.reopened: set[int] = set()
         self.resolved_here: dict[str, Incident] = {}  # not yet flushed, so not queryable
         self.result = IngestResult()
@@ -211,29 +241,81 @@ class _Batch:
             planned.append(_Planned(alert, route, key, group_hash(key)))
         return planned
 
-    def prefetch(self, hashes: Sequence[str]) -> None:
-        found: list[Incident] = []
-        for chunk in _chunks(hashes):
-            found.extend(self.session.exec(
-                select(Incident).where(col(Incident.open_group_hash).in_(chunk))).all())
+    def prefetch(self, planned: Sequence[_Planned]) -> None:
+        hashes = sorted({p.ghash for p in planned})
         for ghash in hashes:
             self.open_by_hash[ghash] = None
-        for incident in found:
-            self.open_by_hash[incident.open_group_hash] = incident  # type: ignore[index]
-        self.load_occurrences([i.id for i in found])  # type: ignore[misc]
+        for chunk in _chunks(hashes):
+            for incident in self.session.exec(
+                    select(Incident).where(col(Incident.open_group_hash).in_(chunk))).all():
+                self.open_by_hash[incident.open_group_hash] = incident  # type: ignore[index]
+        pairs, resolving = set(), set()
+        for p in planned:
+            incident = self.open_by_hash[p.ghash]
+            if incident is not None:
+                pairs.add((incident.id, p.alert.fingerprint))
+                if p.alert.status is AlertStatus.RESOLVED:
+                    resolving.add(incident.id)
+        for incident in self.open_by_hash.values():
+            if incident is not None:
+                self.occurrences[incident.id] = {}  # type: ignore[index]
+        self.load_occurrences(sorted(resolving))  # a resolve asks whether any other still fires
+        self.load_pairs(sorted(p for p in pairs if p[0] not in resolving))
+
+    def _add_loaded(self, rows: Any) -> None:
+        for oid, incident_id, fingerprint, status, starts_at, ends_at in rows:
+            known = self.occurrences.setdefault(incident_id, {})
+            if fingerprint not in known:  # what this transaction changed wins
+                known[fingerprint] = _Occurrence(oid, fingerprint, status, starts_at, ends_at)
+
+    _COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id, AlertOccurrence.fingerprint,
+                AlertOccurrence.status, AlertOccurrence.starts_at, AlertOccurrence.ends_at)
+
+    def load_pairs(self, pairs: Sequence[tuple[int, str]]) -> None:
+        for chunk in _chunks(pairs):
+            self._add_loaded(self.session.exec(select(*self._COLUMNS).where(
+                tuple_(AlertOccurrence.incident_id, AlertOccurrence.fingerprint).in_(chunk))).all())
 
     def load_occurrences(self, incident_ids: Sequence[int]) -> None:
         for incident_id in incident_ids:
             self.occurrences.setdefault(incident_id, {})
+            self.complete.add(incident_id)
         for chunk in _chunks(incident_ids):
-            for occurrence in self.session.exec(
-                select(AlertOccurrence).where(col(AlertOccurrence.incident_id).in_(chunk))
+            self._add_loaded(self.session.exec(select(*self._COLUMNS).where(
+                col(AlertOccurrence.incident_id).in_(chunk))).all())
+
+    def prepare_new_groups(self, plans: Sequence[Sequence[_Planned]]) -> None:
+        """Find, before applying anything, the groups whose first firing alert finds
+        neither an open incident nor one to reopen: exactly those open a new incident.
+        Their incidents are inserted in one flush, since every row written after
+        refers to an incident's id."""
+        first_firing: dict[str, _Planned] = {}
+        for plan in plans:
+            for planned in plan:
+                if planned.alert.status is AlertStatus.FIRING:
+                    first_firing.setdefault(planned.ghash, planned)
+        closed = [ghash for ghash in first_firing if self.open_by_hash[ghash] is None]
+        since = self.now - self.routing.reopen_window
+        for chunk in _chunks(closed):
+            for incident in self.session.exec(
+                select(Incident)
+                .where(col(Incident.group_hash).in_(chunk),
+                       Incident.state == IncidentState.RESOLVED.value,
+                       col(Incident.resolved_at) >= since)
+                .order_by(col(Incident.resolved_at))
             ).all():
-                self.occurrences[occurrence.incident_id][occurrence.fingerprint] = occurrence
+                self.reopenable_by_hash[incident.group_hash] = incident  # the newest wins
+        for ghash in closed:
+            if ghash not in self.reopenable_by_hash:
+                self.fresh[ghash] = self.new_incident(first_firing[ghash])
+        if self.fresh:
+            self.session.add_all(self.fresh.values())
+            self.session.flush()
 
     def apply(self, batches: Sequence[Sequence[Alert]]) -> list[IngestResult]:
         plans = [self.plan(alerts) for alerts in batches]
-        self.prefetch(sorted({p.ghash for plan in plans for p in plan}))
+        self.prefetch([p for plan in plans for p in plan])
+        self.prepare_new_groups(plans)
         results = []
         with self.session.no_autoflush:
             for plan in plans:
@@ -245,6 +327,7 @@ class _Batch:
                     elif incident is not None:
                         self.resolved(planned.alert, incident)
                 results.append(self.result)
+            self.write_occurrences()
         return results
 
     def firing(self, planned: _Planned, incident: Incident | None) -> None:
@@ -260,8 +343,8 @@ class _Batch:
         if incident.last_alert_at != self.now:
             incident.last_alert_at = self.now
         if occurrence is None:
-            known[alert.fingerprint] = self.occurrence(incident, alert)
-            self.session.add(known[alert.fingerprint])
+            known[alert.fingerprint] = _Occurrence(None, alert.fingerprint, alert.status.value,
+                                                   alert.starts_at, alert.ends_at, alert=alert)
             incident.alert_count += 1
             if incident.alert_count > 1:
                 self.timeline(incident, "alert_joined", _describe(alert), alert.source)
@@ -270,14 +353,14 @@ class _Batch:
             occurrence.status = AlertStatus.FIRING.value
             occurrence.starts_at = alert.starts_at or occurrence.starts_at
             occurrence.ends_at = None
-            occurrence.last_seen_at = self.now
+            occurrence.touched = True
             if incident.id not in self.reopened:
                 self.timeline(incident, "alert_refired", _describe(alert), alert.source)
                 self.owe(incident, "refired", reply=f"Fired again: {_describe(alert)}")
             self.promote_if_flapping(incident)
         else:
             occurrence.repeats += 1
-            occurrence.last_seen_at = self.now
+            occurrence.touched = True
 
     def promote_if_flapping(self, incident: Incident) -> None:
         """An L0 that keeps firing again is not going away: page a human."""
@@ -297,35 +380,40 @@ class _Batch:
                     f"{format_duration(policy.flapping_window)} (flapping)",
                     session=self.session, policy=self.policy, now=self.now)
 
-    def occurrence(self, incident: Incident, alert: Alert) -> AlertOccurrence:
-        return AlertOccurrence(
-            incident_id=incident.id,  # type: ignore[arg-type]
-            fingerprint=alert.fingerprint,
-            status=alert.status.value,
-            source=alert.source,
-            labels=dict(alert.labels),
-            annotations=dict(alert.annotations),
-            starts_at=alert.starts_at,
-            ends_at=alert.ends_at,
-            first_seen_at=self.now,
-            last_seen_at=self.now,
-        )
+    def write_occurrences(self) -> None:
+        new, changed = [], []
+        for incident_id, known in self.occurrences.items():
+            for occurrence in known.values():
+                if occurrence.alert is not None:
+                    new.append(self.new_occurrence_row(incident_id, occurrence))
+                elif occurrence.touched:
+                    changed.append({"oid": occurrence.id, "new_status": occurrence.status,
+                                    "new_starts": occurrence.starts_at,
+                                    "new_ends": occurrence.ends_at, "seen": self.now,
+                                    "added": occurrence.repeats})
+        if new:
+            self.session.execute(insert(AlertOccurrence), new)
+        if changed:
+            self.session.connection().execute(_WRITE_BACK, changed)
+
+    def new_occurrence_row(self, incident_id: int, occurrence: _Occurrence) -> dict[str, Any]:
+        alert = occurrence.alert
+        assert alert is not None
+        return {"incident_id": incident_id, "fingerprint": alert.fingerprint,
+                "status": occurrence.status, "source": alert.source,
+                "labels": dict(alert.labels), "annotations": dict(alert.annotations),
+                "starts_at": occurrence.starts_at, "ends_at": occurrence.ends_at,
+                "first_seen_at": self.now, "last_seen_at": self.now,
+                "repeats": occurrence.repeats}
 
     def reopenable(self, ghash: str) -> Incident | None:
         if ghash in self.resolved_here:
             return self.resolved_here[ghash]
-        since = self.now - self.routing.reopen_window
-        return self.session.exec(
-            select(Incident)
-            .where(Incident.group_hash == ghash, Incident.state == IncidentState.RESOLVED.value,
-                   col(Incident.resolved_at) >= since)
-            .order_by(col(Incident.resolved_at).desc())
-        ).first()
+        return self.reopenable_by_hash.pop(ghash, None)
 
-    def open(self, planned: _Planned) -> Incident:
+    def new_incident(self, planned: _Planned) -> Incident:
         alert, route = planned.alert, planned.route
-        silence_id = _silence_for(alert, self.silences)
-        incident = Incident(
+        return Incident(
             key=uuid.uuid4().hex,
             group_key=planned.key,
             group_hash=planned.ghash,
@@ -343,14 +431,19 @@ class _Batch:
             severity=alert.severity or None,
             source=alert.source,
             labels=dict(alert.labels),
-            silence_id=silence_id,
+            silence_id=_silence_for(alert, self.silences),
             triggered_at=self.now,
             last_alert_at=self.now,
         )
-        self.session.add(incident)
-        self.session.flush()  # the id is needed by the rows that refer to it
+
+    def open(self, planned: _Planned) -> Incident:
+        """Open the incident `prepare_new_groups` inserted for this alert's group."""
+        alert, route = planned.alert, planned.route
+        incident = self.fresh.pop(planned.ghash)
+        silence_id = incident.silence_id
         self.open_by_hash[planned.ghash] = incident
         self.occurrences[incident.id] = {}  # type: ignore[index]
+        self.complete.add(incident.id)  # type: ignore[arg-type]
         self.result.opened.append(incident.id)  # type: ignore[arg-type]
         self.timeline(incident, "opened",
                       f"{route.tier.value} via route {route.name!r}: {incident.title}",
@@ -363,7 +456,7 @@ class _Batch:
             runbook = select_runbook(self.runbooks, route.runbook, alert.labels)
             if runbook is not None:
                 request_run(incident, runbook.name, "diagnostics", session=self.session,
-                            now=self.now, requested_by="bot")
+                            now=self.now, requested_by="bot", flush=False)
         return incident
 
     def reopen(self, incident: Incident, ghash: str, alert: Alert) -> None:
@@ -377,7 +470,7 @@ class _Batch:
         self.open_by_hash[ghash] = incident
         self.resolved_here.pop(ghash, None)
         self.reopened.add(incident.id)  # type: ignore[arg-type]
-        if incident.id not in self.occurrences:
+        if incident.id not in self.complete:
             self.load_occurrences([incident.id])  # type: ignore[list-item]
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
@@ -385,13 +478,15 @@ class _Batch:
         self.promote_if_flapping(incident)
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
+        if incident.id not in self.complete:
+            self.load_occurrences([incident.id])  # type: ignore[list-item]
         known = self.occurrences[incident.id]  # type: ignore[index]
         occurrence = known.get(alert.fingerprint)
         if occurrence is None or occurrence.status == AlertStatus.RESOLVED.value:
             return
         occurrence.status = AlertStatus.RESOLVED.value
         occurrence.ends_at = alert.ends_at or self.now
-        occurrence.last_seen_at = self.now
+        occurrence.touched = True
         if any(o.status == AlertStatus.FIRING.value for o in known.values()):
             self.timeline(incident, "alert_resolved", _describe(alert), alert.source)
             return
@@ -418,13 +513,15 @@ def apply_alerts(
 
 def request_run(incident: Incident | None, runbook: str, purpose: str, *, session: Session,
                 now: datetime, requested_by: str, params: dict[str, Any] | None = None,
-                ) -> RunbookRun:
-    """Ask for a runbook run; a worker leases and runs it after this transaction commits."""
+                flush: bool = True) -> RunbookRun:
+    """Ask for a runbook run; a worker leases and runs it after this transaction commits.
+    `flush=False` leaves the id unassigned until the caller's next flush."""
     run = RunbookRun(incident_id=incident.id if incident else None, runbook=runbook,
                      purpose=purpose, params=params or {}, requested_by=requested_by,
                      created_at=now)
     session.add(run)
-    session.flush()
+    if flush:
+        session.flush()
     return run
 
 
@@ -476,15 +573,23 @@ def side_pages(incident: Incident, *, session: Session) -> list[dict[str, Any]]:
 # --- outbox -----------------------------------------------------------------
 
 
-def claim_due(
-    *, session: Session, now: datetime, lease: timedelta, limit: int,
-    held: Sequence[str] = (),
+# The outbox's targets in the order they are claimed: pages first, since a human
+# waiting to be woken matters more than a note or a Slack edit.
+TARGETS = ("pagerduty", "pagerduty_rest", "slack")
+
+
+def due_deliveries(
+    *, session: Session, now: datetime, limit: int, held: Sequence[str] = (),
 ) -> list[Delivery]:
-    """Lease the due deliveries that are next in line for their incident and target.
+    """The due deliveries that are next in line for their incident and target.
 
     Deliveries of one incident to one target go strictly in order (a trigger
     before its resolve, the first Slack post before any update), so a delivery
-    is only due when no earlier one for the same pair is still pending.
+    is only due when no earlier one for the same pair is still pending. Each
+    target is read on its own (ix_delivery_queue), so a Slack backlog costs a
+    claim of pages nothing. A read: the caller leases what it wants with
+    `lease_deliveries`, so a dispatcher that finds nothing due never takes the
+    write lock.
     """
     prior = aliased(Delivery)
     blocked = (
@@ -497,32 +602,43 @@ def claim_due(
         )
         .exists()
     )
-    rows = session.exec(
-        select(Delivery)
-        .where(
-            Delivery.state == "pending",
-            Delivery.next_attempt_at <= now,
-            (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
-            ~blocked,
-            col(Delivery.target).not_in(held),
-        )
-        # Pages first: a human waiting to be woken matters more than a Slack edit.
-        .order_by(case((Delivery.target == "pagerduty", 0), else_=1), col(Delivery.id))
-        .limit(limit)
-    ).all()
+    due: list[Delivery] = []
+    for target in TARGETS:
+        if target in held or len(due) >= limit:
+            continue
+        due += session.exec(
+            select(Delivery)
+            .where(
+                Delivery.state == "pending",
+                Delivery.target == target,
+                Delivery.next_attempt_at <= now,
+                (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
+                ~blocked,
+            )
+            .order_by(col(Delivery.id))
+            .limit(limit - len(due))
+        ).all()
+    return due
+
+
+def lease_deliveries(
+    deliveries: Sequence[Delivery], *, session: Session, now: datetime, lease: timedelta,
+) -> list[Delivery]:
+    """Lease those of `deliveries` still pending and unleased (another replica may have
+    taken some since they were read); returns the ones this caller now holds."""
     claimed = []
-    for row in rows:
+    for delivery in deliveries:
         taken = session.exec(  # type: ignore[call-overload]
             update(Delivery)
             .where(
-                col(Delivery.id) == row.id,
+                col(Delivery.id) == delivery.id,
                 Delivery.state == "pending",
                 (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
             )
             .values(lease_until=now + lease)
         )
         if taken.rowcount == 1:
-            claimed.append(row)
+            claimed.append(delivery)
     return claimed
 
 

@@ -6,14 +6,16 @@ import random
 
 
 class TokenBucket:
-    """Allows `per_minute` events in any minute, in bursts of up to `per_minute`.
+    """Allows `per_minute` events in any minute, in bursts of up to `burst` (default
+    `per_minute`).
 
     Keeps the outbox under PagerDuty's Events API limit (about 120 events a minute
-    per integration key; beyond it events are refused with 429).
+    per integration key; beyond it events are refused with 429), and Slack
+    deliveries to a trickle while intake is saturated.
     """
 
-    def __init__(self, per_minute: int, now: float) -> None:
-        self.capacity = float(per_minute)
+    def __init__(self, per_minute: int, now: float, burst: int | None = None) -> None:
+        self.capacity = float(burst if burst is not None else per_minute)
         self.rate = per_minute / 60.0
         self.tokens = self.capacity
         self.updated = now
@@ -26,6 +28,10 @@ class TokenBucket:
             self.tokens -= 1
             return 0.0
         return (1 - self.tokens) / self.rate
+
+    def available(self, now: float) -> int:
+        """Whole tokens that could be taken now, without taking them."""
+        return int(min(self.capacity, self.tokens + (now - self.updated) * self.rate))
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
