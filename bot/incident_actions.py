@@ -7,6 +7,7 @@ together apply once), writes the timeline and enqueues what the change owes.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -178,13 +179,25 @@ BOT = Actor(id="bot", mention="the bot", via="timer")
 
 
 def clock_of(incident: Incident, *, session: Session) -> IncidentClock:
-    fired = session.exec(select(TimelineEntry.kind).where(
-        TimelineEntry.incident_id == incident.id,
-        col(TimelineEntry.kind).in_([k.value for k in TimerKind]))).all()
-    return IncidentClock(id=incident.id, tier=incident.tier, state=incident.state,  # type: ignore[arg-type]
-                         silenced=incident.silence_id is not None,
-                         triggered_at=incident.triggered_at,
-                         acknowledged_at=incident.acknowledged_at, fired=frozenset(fired))
+    return clocks_of([incident], session=session)[0]
+
+
+def clocks_of(incidents: Sequence[Incident], *, session: Session) -> list[IncidentClock]:
+    """The timer-relevant facts of each incident; one query for all their fired timers."""
+    fired: dict[int, set[str]] = {incident.id: set() for incident in incidents}  # type: ignore[misc]
+    ids, kinds = list(fired), [k.value for k in TimerKind]
+    for start in range(0, len(ids), 500):
+        for incident_id, kind in session.exec(
+            select(TimelineEntry.incident_id, TimelineEntry.kind).where(
+                col(TimelineEntry.incident_id).in_(ids[start:start + 500]),
+                col(TimelineEntry.kind).in_(kinds))):
+            fired[incident_id].add(kind)
+    return [IncidentClock(id=incident.id, tier=incident.tier, state=incident.state,  # type: ignore[arg-type]
+                          silenced=incident.silence_id is not None,
+                          triggered_at=incident.triggered_at,
+                          acknowledged_at=incident.acknowledged_at,
+                          fired=frozenset(fired[incident.id]))  # type: ignore[index]
+            for incident in incidents]
 
 
 def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, session: Session,

@@ -76,12 +76,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         # Longer than one attempt can take (each send is bounded by the timeout).
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )
-    def owed() -> None:
-        dispatcher.wake()
-        runs.wake()
-
-    pipeline = Pipeline(db, routing=routing, policy=policy, on_owed=owed, clock=clock,
-                        runbooks=runbooks)
+    pipeline = Pipeline(db, routing=routing, policy=policy, courier=dispatcher,
+                        on_runs=lambda: runs.wake(), clock=clock, runbooks=runbooks)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
         poll_seconds=settings.outbox_poll_seconds, lease=timedelta(minutes=20),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -124,21 +124,42 @@ class Dispatcher:
         self._held: dict[str, float] = {}  # target → monotonic time it may be tried again
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
+        self._running = False
 
     def wake(self) -> None:
         """Called after a commit that owes deliveries, so they go out without waiting a poll."""
         self._wake.set()
 
+    def hand_over_lease(self) -> timedelta | None:
+        return self.lease if self._running else None
+
+    def take(self, deliveries: Sequence[Delivery]) -> None:
+        """Send deliveries leased to this process in the transaction that owed them."""
+        for delivery in deliveries:
+            task = asyncio.create_task(self._deliver(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
     async def run(self) -> None:
         """Deliver until cancelled."""
+        if self.db.is_sqlite:
+            # One process runs the bot on SQLite: a lease found at start was left by
+            # a process that is gone, and its deliveries need not wait it out.
+            await to_thread.run_sync(self._release_leases)
         recorder = asyncio.create_task(self._record_outcomes(), name="outbox-recorder")
+        self._running = True
         try:
             await claim_and_run(claim=self._claim, handle=self._deliver, in_flight=self._in_flight,
                                 concurrency=CONCURRENCY, wake=self._wake,
                                 poll_seconds=self.poll_seconds, what="deliveries")
         finally:
+            self._running = False
             recorder.cancel()
             await asyncio.gather(recorder, return_exceptions=True)
+
+    def _release_leases(self) -> None:
+        with self.db.write() as session:
+            store.release_leases(session=session)
 
     def held_targets(self) -> list[str]:
         now = time.monotonic()

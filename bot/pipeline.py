@@ -13,8 +13,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,7 @@ from bot.clock import Clock, utcnow
 from bot.db import Database, is_transient
 from bot.domain.alert import Alert
 from bot.domain.routing import RoutingConfig
+from bot.models import Delivery
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy, IngestResult
 
@@ -40,15 +41,29 @@ _GROUP_ALERTS = 5000
 _LOAD_WINDOW = 1.0
 
 
+class Courier(Protocol):
+    """What intake needs of this process's dispatcher."""
+
+    def wake(self) -> None:
+        """Deliveries were just committed: look for them now rather than at the next poll."""
+
+    def hand_over_lease(self) -> timedelta | None:
+        """How long to lease the pages handed over by `take`; None while not running."""
+
+    def take(self, deliveries: Sequence[Delivery]) -> None:
+        """Send these deliveries, already leased to this process, without claiming them."""
+
+
 class Pipeline:
     def __init__(self, db: Database, *, routing: RoutingConfig, policy: DeliveryPolicy,
-                 on_owed: Callable[[], None], clock: Clock = utcnow,
+                 courier: Courier, on_runs: Callable[[], None], clock: Clock = utcnow,
                  runbooks: Mapping[str, Runbook] | None = None) -> None:
         self.db = db
         self.runbooks = runbooks or {}
         self.routing = routing
         self.policy = policy
-        self.on_owed = on_owed
+        self.courier = courier
+        self.on_runs = on_runs
         self.clock = clock
         self._waiting: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]] = []
         self._waiting_since = 0.0  # monotonic time the oldest waiting request arrived
@@ -101,8 +116,10 @@ class Pipeline:
     async def _commit_group(
         self, group: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]]
     ) -> None:
+        hand_over = self.courier.hand_over_lease()
         try:
-            results = await to_thread.run_sync(self._commit, [alerts for alerts, _ in group])
+            results = await to_thread.run_sync(self._commit, [alerts for alerts, _ in group],
+                                               hand_over)
         except Exception as exc:
             if len(group) > 1 and not is_transient(exc):  # isolate the request at fault
                 for member in group:
@@ -116,27 +133,36 @@ class Pipeline:
                 future.set_exception(results)
             else:
                 future.set_result(results[index])
-        if not isinstance(results, Exception) and any(r.deliveries for r in results):
-            self.on_owed()
+        if isinstance(results, Exception):
+            return
+        handed = [delivery for result in results for delivery in result.handed]
+        if handed:
+            self.courier.take(handed)
+        if any(result.deliveries > len(result.handed) for result in results):
+            self.courier.wake()
+        if any(result.runs for result in results):
+            self.on_runs()
 
     async def transact(self, work: Callable[[Session, datetime], T]) -> T:
         """Run `work(session, now)` in one write transaction off the event loop, then
-        wake delivery for whatever it owes. Errors propagate to the caller."""
+        wake delivery and the runbook worker for whatever it owes. Errors propagate."""
         def run() -> T:
             with self.db.write() as session:
                 return work(session, self.clock())
 
         result = await to_thread.run_sync(run)
-        self.on_owed()
+        self.courier.wake()
+        self.on_runs()
         return result
 
-    def _commit(self, batches: list[Sequence[Alert]]) -> list[IngestResult]:
+    def _commit(self, batches: list[Sequence[Alert]],
+                hand_over: timedelta | None) -> list[IngestResult]:
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
                 with self.db.write() as session:
                     return store.apply_alerts(batches, session=session, routing=self.routing,
                                               policy=self.policy, now=self.clock(),
-                                              runbooks=self.runbooks)
+                                              runbooks=self.runbooks, hand_over=hand_over)
             except IntegrityError:
                 if attempt == _CONFLICT_RETRIES:
                     raise

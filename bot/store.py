@@ -58,13 +58,19 @@ class IngestResult:
     opened: list[int] = field(default_factory=list)
     changed: set[int] = field(default_factory=set)
     deliveries: int = 0
+    handed: list[Delivery] = field(default_factory=list)  # leased to this process (see open)
+    runs: int = 0  # runbook runs requested
+
+
+# Statements run for every webhook or delivery are built once, with bound parameters:
+# building and keying a statement costs several times what SQLite takes to run it.
+_ACTIVE_SILENCES = select(Silence.id, Silence.matchers).where(
+    Silence.starts_at <= bindparam("now"), Silence.ends_at > bindparam("now"))
 
 
 def active_silences(*, session: Session, now: datetime) -> list[tuple[int, tuple[Matcher, ...]]]:
-    rows = session.exec(
-        select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now)
-    ).all()
-    return [(s.id, tuple(Matcher.parse(m) for m in s.matchers)) for s in rows]  # type: ignore[misc]
+    rows = session.exec(_ACTIVE_SILENCES, params={"now": now}).all()  # type: ignore[call-overload]
+    return [(id_, tuple(Matcher.parse(m) for m in matchers)) for id_, matchers in rows]
 
 
 def add_timeline(
@@ -84,8 +90,8 @@ def owe(
     now: datetime,
     reply: str | None = None,
     from_pager: bool = False,
-) -> int:
-    """Enqueue what `change` owes; returns how many deliveries were written."""
+) -> list[Delivery]:
+    """Enqueue what `change` owes; returns the deliveries written."""
     tier = Tier(incident.tier)
     owed = owed_for_change(
         change,
@@ -95,7 +101,7 @@ def owe(
         reply=reply is not None,
         from_pager=from_pager,
     )
-    written = 0
+    written = []
     for item in owed:
         if item.target == "pagerduty" and not policy.pagerduty:
             if item.action == "trigger":
@@ -106,17 +112,15 @@ def owe(
             continue
         if item.target == "pagerduty" and item.action == "trigger":
             incident.paged = True
-        session.add(
-            Delivery(
-                incident_id=incident.id,  # type: ignore[arg-type]
-                target=item.target,
-                action=item.action,
-                payload=_payload(incident, item, reply),
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
-        written += 1
+        written.append(Delivery(
+            incident_id=incident.id,  # type: ignore[arg-type]
+            target=item.target,
+            action=item.action,
+            payload=_payload(incident, item, reply),
+            created_at=now,
+            next_attempt_at=now,
+        ))
+        session.add(written[-1])
     return written
 
 
@@ -189,6 +193,16 @@ class _Occurrence:
 
 
 _OCCURRENCE = AlertOccurrence.__table__  # type: ignore[attr-defined]
+_OPEN_BY_HASH = select(Incident).where(
+    col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
+_OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
+                       AlertOccurrence.fingerprint, AlertOccurrence.status,
+                       AlertOccurrence.starts_at, AlertOccurrence.ends_at)
+_OCCURRENCES_BY_PAIR = select(*_OCCURRENCE_COLUMNS).where(
+    tuple_(AlertOccurrence.incident_id, AlertOccurrence.fingerprint)
+    .in_(bindparam("pairs", expanding=True)))
+_OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(
+    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)))
 _WRITE_BACK = (
     update(_OCCURRENCE)
     .where(_OCCURRENCE.c.id == bindparam("oid"))
@@ -209,8 +223,10 @@ class _Batch:
     """
 
     def __init__(self, session: Session, routing: RoutingConfig, policy: DeliveryPolicy,
-                 now: datetime, runbooks: Mapping[str, Runbook]) -> None:
+                 now: datetime, runbooks: Mapping[str, Runbook],
+                 hand_over: timedelta | None) -> None:
         self.session = session
+        self.hand_over = hand_over
         self.routing = routing
         self.runbooks = runbooks
         self.policy = policy
@@ -228,10 +244,12 @@ class _Batch:
     def timeline(self, incident: Incident, kind: str, detail: str, actor: str) -> None:
         add_timeline(incident, kind, detail, session=self.session, actor=actor, now=self.now)
 
-    def owe(self, incident: Incident, change: str, reply: str | None = None) -> None:
-        self.result.deliveries += owe(incident, change, session=self.session,
-                                      policy=self.policy, now=self.now, reply=reply)
+    def owe(self, incident: Incident, change: str, reply: str | None = None) -> list[Delivery]:
+        written = owe(incident, change, session=self.session, policy=self.policy, now=self.now,
+                      reply=reply)
+        self.result.deliveries += len(written)
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
+        return written
 
     def plan(self, alerts: Sequence[Alert]) -> list[_Planned]:
         planned = []
@@ -246,9 +264,9 @@ class _Batch:
         for ghash in hashes:
             self.open_by_hash[ghash] = None
         for chunk in _chunks(hashes):
-            for incident in self.session.exec(
-                    select(Incident).where(col(Incident.open_group_hash).in_(chunk))).all():
-                self.open_by_hash[incident.open_group_hash] = incident  # type: ignore[index]
+            for incident in self.session.exec(_OPEN_BY_HASH,  # type: ignore[call-overload]
+                                              params={"hashes": list(chunk)}).all():
+                self.open_by_hash[incident.open_group_hash] = incident
         pairs, resolving = set(), set()
         for p in planned:
             incident = self.open_by_hash[p.ghash]
@@ -268,21 +286,18 @@ class _Batch:
             if fingerprint not in known:  # what this transaction changed wins
                 known[fingerprint] = _Occurrence(oid, fingerprint, status, starts_at, ends_at)
 
-    _COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id, AlertOccurrence.fingerprint,
-                AlertOccurrence.status, AlertOccurrence.starts_at, AlertOccurrence.ends_at)
-
     def load_pairs(self, pairs: Sequence[tuple[int, str]]) -> None:
         for chunk in _chunks(pairs):
-            self._add_loaded(self.session.exec(select(*self._COLUMNS).where(
-                tuple_(AlertOccurrence.incident_id, AlertOccurrence.fingerprint).in_(chunk))).all())
+            self._add_loaded(self.session.exec(_OCCURRENCES_BY_PAIR,  # type: ignore[call-overload]
+                                               params={"pairs": list(chunk)}).all())
 
     def load_occurrences(self, incident_ids: Sequence[int]) -> None:
         for incident_id in incident_ids:
             self.occurrences.setdefault(incident_id, {})
             self.complete.add(incident_id)
         for chunk in _chunks(incident_ids):
-            self._add_loaded(self.session.exec(select(*self._COLUMNS).where(
-                col(AlertOccurrence.incident_id).in_(chunk))).all())
+            self._add_loaded(self.session.exec(_OCCURRENCES_OF,  # type: ignore[call-overload]
+                                               params={"ids": list(chunk)}).all())
 
     def prepare_new_groups(self, plans: Sequence[Sequence[_Planned]]) -> None:
         """Find, before applying anything, the groups whose first firing alert finds
@@ -451,12 +466,18 @@ class _Batch:
         if silence_id is not None:
             self.timeline(incident, "silenced",
                           f"matched silence #{silence_id}: recorded, not paged", "bot")
-        self.owe(incident, "opened")
+        for delivery in self.owe(incident, "opened"):
+            # A new incident's page is first in line for its incident: nothing can
+            # be owed before it, so it can go out the moment this commits.
+            if delivery.target == "pagerduty" and self.hand_over is not None:
+                delivery.lease_until = self.now + self.hand_over
+                self.result.handed.append(delivery)
         if silence_id is None and route.tier.posts:
             runbook = select_runbook(self.runbooks, route.runbook, alert.labels)
             if runbook is not None:
                 request_run(incident, runbook.name, "diagnostics", session=self.session,
                             now=self.now, requested_by="bot", flush=False)
+                self.result.runs += 1
         return incident
 
     def reopen(self, incident: Incident, ghash: str, alert: Alert) -> None:
@@ -505,10 +526,15 @@ def apply_alerts(
     policy: DeliveryPolicy,
     now: datetime,
     runbooks: Mapping[str, Runbook] | None = None,
+    hand_over: timedelta | None = None,
 ) -> list[IngestResult]:
     """Apply each batch in order within the session's transaction; one result per batch.
-    A new incident whose route (or matchers) names a diagnostics runbook gets a run."""
-    return _Batch(session, routing, policy, now, runbooks or {}).apply(batches)
+    A new incident whose route (or matchers) names a diagnostics runbook gets a run.
+
+    With `hand_over`, the pages new incidents owe are written already leased for that
+    long and listed in `IngestResult.handed`: the caller's dispatcher sends them
+    straight away, without claiming them first."""
+    return _Batch(session, routing, policy, now, runbooks or {}, hand_over).apply(batches)
 
 
 def request_run(incident: Incident | None, runbook: str, purpose: str, *, session: Session,
@@ -576,6 +602,33 @@ def side_pages(incident: Incident, *, session: Session) -> list[dict[str, Any]]:
 # The outbox's targets in the order they are claimed: pages first, since a human
 # waiting to be woken matters more than a note or a Slack edit.
 TARGETS = ("pagerduty", "pagerduty_rest", "slack")
+_PRIOR = aliased(Delivery)
+_DUE = (
+    select(Delivery)
+    .where(
+        Delivery.state == "pending",
+        col(Delivery.target).in_(bindparam("targets", expanding=True)),
+        Delivery.next_attempt_at <= bindparam("now"),
+        (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
+        ~select(_PRIOR.id).where(
+            _PRIOR.incident_id == Delivery.incident_id,
+            _PRIOR.target == Delivery.target,
+            _PRIOR.state == "pending",
+            _PRIOR.id < Delivery.id,
+        ).exists(),
+    )
+    .order_by(case((Delivery.target == TARGETS[0], 0), else_=1), col(Delivery.id))
+    .limit(bindparam("limit"))
+)
+_LEASE = (
+    update(Delivery)
+    .where(
+        col(Delivery.id) == bindparam("delivery_id"),
+        Delivery.state == "pending",
+        (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
+    )
+    .values(lease_until=bindparam("until"))
+)
 
 
 def due_deliveries(
@@ -585,40 +638,16 @@ def due_deliveries(
 
     Deliveries of one incident to one target go strictly in order (a trigger
     before its resolve, the first Slack post before any update), so a delivery
-    is only due when no earlier one for the same pair is still pending. Each
-    target is read on its own (ix_delivery_queue), so a Slack backlog costs a
-    claim of pages nothing. A read: the caller leases what it wants with
-    `lease_deliveries`, so a dispatcher that finds nothing due never takes the
-    write lock.
+    is only due when no earlier one for the same pair is still pending. Targets
+    are asked for by name (ix_delivery_queue), so while Slack is held back its
+    backlog costs a claim of pages nothing. A read: the caller leases what it
+    wants with `lease_deliveries`, so finding nothing due takes no write lock.
     """
-    prior = aliased(Delivery)
-    blocked = (
-        select(prior.id)
-        .where(
-            prior.incident_id == Delivery.incident_id,
-            prior.target == Delivery.target,
-            prior.state == "pending",
-            prior.id < Delivery.id,
-        )
-        .exists()
-    )
-    due: list[Delivery] = []
-    for target in TARGETS:
-        if target in held or len(due) >= limit:
-            continue
-        due += session.exec(
-            select(Delivery)
-            .where(
-                Delivery.state == "pending",
-                Delivery.target == target,
-                Delivery.next_attempt_at <= now,
-                (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
-                ~blocked,
-            )
-            .order_by(col(Delivery.id))
-            .limit(limit - len(due))
-        ).all()
-    return due
+    wanted = [target for target in TARGETS if target not in held]
+    if not wanted:
+        return []
+    return list(session.exec(_DUE, params={  # type: ignore[call-overload]
+        "targets": wanted, "now": now, "limit": limit}).all())
 
 
 def lease_deliveries(
@@ -628,18 +657,18 @@ def lease_deliveries(
     taken some since they were read); returns the ones this caller now holds."""
     claimed = []
     for delivery in deliveries:
-        taken = session.exec(  # type: ignore[call-overload]
-            update(Delivery)
-            .where(
-                col(Delivery.id) == delivery.id,
-                Delivery.state == "pending",
-                (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < now),
-            )
-            .values(lease_until=now + lease)
-        )
+        taken = session.exec(_LEASE, params={  # type: ignore[call-overload]
+            "delivery_id": delivery.id, "now": now, "until": now + lease})
         if taken.rowcount == 1:
             claimed.append(delivery)
     return claimed
+
+
+def release_leases(*, session: Session) -> None:
+    """Free every pending delivery's lease (only for a process that knows it is alone)."""
+    session.exec(update(Delivery).where(  # type: ignore[call-overload]
+        Delivery.state == "pending", col(Delivery.lease_until).is_not(None))
+        .values(lease_until=None))
 
 
 def finish_delivery(
@@ -685,29 +714,33 @@ class AlertSummary:
     annotations: dict[str, Any]
 
 
+_ALERT_COUNTS = select(func.count(), func.coalesce(func.sum(
+    case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0)).where(
+    AlertOccurrence.incident_id == bindparam("incident_id"))
+_FIRST_ANNOTATIONS = (
+    select(AlertOccurrence.annotations)
+    .where(AlertOccurrence.incident_id == bindparam("incident_id"))
+    .order_by(col(AlertOccurrence.id)).limit(1)
+)
+_PENDING_SYNCS = select(Delivery.id).where(
+    Delivery.incident_id == bindparam("incident_id"),
+    Delivery.target == "slack",
+    Delivery.action == "sync",
+    Delivery.state == "pending",
+)
+
+
 def alert_summary(incident_id: int, *, session: Session) -> AlertSummary:
-    total, firing = session.exec(
-        select(func.count(), func.coalesce(func.sum(
-            case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0))
-        .where(AlertOccurrence.incident_id == incident_id)
-    ).one()
-    first = session.exec(
-        select(AlertOccurrence.annotations).where(AlertOccurrence.incident_id == incident_id)
-        .order_by(col(AlertOccurrence.id)).limit(1)
-    ).first()
+    params = {"incident_id": incident_id}
+    total, firing = session.exec(_ALERT_COUNTS, params=params).one()  # type: ignore[call-overload]
+    first = session.exec(_FIRST_ANNOTATIONS, params=params).first()  # type: ignore[call-overload]
     return AlertSummary(total=total, firing=firing, annotations=first or {})
 
 
 def pending_syncs(incident_id: int, *, session: Session) -> list[int]:
     """Ids of the Slack syncs still owed for an incident, read with the state they will show."""
-    return list(session.exec(
-        select(Delivery.id).where(
-            Delivery.incident_id == incident_id,
-            Delivery.target == "slack",
-            Delivery.action == "sync",
-            Delivery.state == "pending",
-        )
-    ).all())
+    return list(session.exec(_PENDING_SYNCS,  # type: ignore[call-overload]
+                             params={"incident_id": incident_id}).all())
 
 
 def coalesce_syncs(ids: Sequence[int], *, session: Session, into: int, now: datetime) -> None:

@@ -30,13 +30,16 @@ from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
 from bot.domain.routing import RoutingConfig
-from bot.incident_actions import clock_of, fire_timer
+from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
 from bot.pipeline import Pipeline
 from bot.reports import scorecard_for, weekly_post
 from bot.store import DeliveryPolicy
 
 log = logging.getLogger(__name__)
+# APScheduler logs every job added, paused-for and run at INFO: hundreds of lines in an
+# alert storm, saying less than the incidents' timelines do.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 _LEADER_LOCK = 7305_0002
 _active: TimerService | None = None  # set while started: jobs must name an importable callable
@@ -141,9 +144,8 @@ class TimerService:
         wanted: dict[str, tuple[str, int, datetime]] = {}
         incidents = session.exec(select(Incident).where(
             col(Incident.state).in_(store.OPEN_STATES))).all()
-        for incident in incidents:
-            timers: list[Timer] = timers_for(clock_of(incident, session=session),
-                                             self.routing.escalation)
+        for clock in clocks_of(incidents, session=session):
+            timers: list[Timer] = timers_for(clock, self.routing.escalation)
             for timer in timers:
                 wanted[f"timer:{timer.job_id}"] = (timer.kind.value, timer.incident_id,
                                                    timer.due_at)
@@ -160,14 +162,23 @@ class TimerService:
             wanted = self.desired(session, self.pipeline.clock())
         existing = {job.id: job for job in scheduler.get_jobs()
                     if job.id not in ("handoff", "weekly_report")}
-        for job_id in existing.keys() - wanted.keys():
-            scheduler.remove_job(job_id)
-        for job_id, (kind, subject, due_at) in wanted.items():
-            job = existing.get(job_id)
-            if job is not None and job.next_run_time == due_at:
-                continue
-            scheduler.add_job(run_job, DateTrigger(run_date=due_at), args=[kind, subject],
-                              id=job_id, replace_existing=True)
+        stale = existing.keys() - wanted.keys()
+        changed = [(job_id, kind, subject, due_at)
+                   for job_id, (kind, subject, due_at) in wanted.items()
+                   if job_id not in existing or existing[job_id].next_run_time != due_at]
+        if not stale and not changed:
+            return
+        # Paused, the scheduler does not look for due jobs after every change (on the
+        # event loop, reading the job store); it looks once, when resumed.
+        scheduler.pause()
+        try:
+            for job_id in stale:
+                scheduler.remove_job(job_id)
+            for job_id, kind, subject, due_at in changed:
+                scheduler.add_job(run_job, DateTrigger(run_date=due_at), args=[kind, subject],
+                                  id=job_id, replace_existing=True)
+        finally:
+            scheduler.resume()
 
     # -- firing ---------------------------------------------------------------------
 

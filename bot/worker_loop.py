@@ -1,7 +1,8 @@
 """The loop the outbox dispatcher and the runbook worker share: claim as much work as
-there are free slots, run each claimed item as a task, and otherwise sleep until woken
-(something was just committed) or a poll period passes (retries fall due, other replicas
-commit). A failed claim (database down) is logged and tried again next round."""
+there are free slots, run each claimed item as a task, and once a claim finds less than
+it could take, sleep until woken (something was just committed) or a poll period passes
+(retries fall due, other replicas commit). A failed claim (database down) is logged and
+tried again next round."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def claim_and_run(*, claim: Callable[[int], list[T]], handle: Callable[[T]
                 task = asyncio.create_task(handle(item))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
-            if not claimed:
+            if free <= 0 or len(claimed) < free:  # full, or nothing more is due: wait
                 with suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=poll_seconds)
     finally:

@@ -83,8 +83,9 @@ def truncate_to(text: str, limit: int) -> str:
 
 @cache
 def _environment() -> Environment:
+    # The templates ship with the package: no need to stat them at every message.
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
-                      autoescape=False)
+                      autoescape=False, auto_reload=False)
     env.filters["mrkdwn"] = mrkdwn
     env.filters["truncate_to"] = truncate_to
     return env
