@@ -18,8 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 
 from anyio import to_thread
 from sqlmodel import col, select
@@ -37,9 +37,10 @@ from bot.domain.messages import (
 from bot.domain.ratelimit import TokenBucket, backoff
 from bot.metrics import Metrics
 from bot.models import Delivery, Incident, RunbookRun, StepResult
-from bot.ports import Chat, Notes, Pager, PostedMessage, RetryLater, Undeliverable
+from bot.ports import Chat, Notes, Pager, RetryLater, Undeliverable
 from bot.runbooks import Runbook
 from bot.runs import rollback_runbook
+from bot.store import Outcome
 from bot.worker_loop import claim_and_run
 
 log = logging.getLogger(__name__)
@@ -89,17 +90,6 @@ def incident_view(incident: Incident, alerts: store.AlertSummary, *,
     )
 
 
-@dataclass(slots=True)
-class _Outcome:
-    delivery: Delivery
-    outcome: str  # sent | failed | retry
-    error: str | None = None
-    retry_at: datetime | None = None
-    coalesced: list[int] = field(default_factory=list)
-    posted: PostedMessage | None = None
-    run_posted: tuple[int, str] | None = None  # (run id, ts) of a run's first thread reply
-
-
 class Dispatcher:
     """Claims due deliveries continuously (up to CONCURRENCY in flight) and records
     their outcomes in batches: one transaction for all that finished meanwhile."""
@@ -123,7 +113,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._held: dict[str, float] = {}  # target → monotonic time it may be tried again
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._running = False
 
     def wake(self) -> None:
@@ -196,32 +186,32 @@ class Dispatcher:
         except RetryLater as exc:
             outcome = self._retry(delivery, exc)
         except Undeliverable as exc:
-            outcome = _Outcome(delivery, "failed", str(exc))
+            outcome = Outcome(delivery, "failed", str(exc))
         except Exception as exc:  # an unknown failure must not lose the delivery
             log.exception("delivery %s raised", delivery.id)
             outcome = self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
         self._outcomes.put_nowait(outcome)
 
-    async def _send(self, delivery: Delivery) -> _Outcome:
+    async def _send(self, delivery: Delivery) -> Outcome:
         if delivery.target == "pagerduty":
             if self.pager is None:
                 raise Undeliverable("PagerDuty is not configured")
             await self.pager.send(delivery.action, delivery.payload["dedup_key"],
                                   delivery.payload.get("payload"),
                                   routing_key_env=delivery.payload.get("routing_key_env"))
-            return _Outcome(delivery, "sent")
+            return Outcome(delivery, "sent")
         if delivery.target == "pagerduty_rest":
             if self.notes is None:
                 raise Undeliverable("PagerDuty's REST API is not configured")
             await self.notes.add_note(delivery.payload["incident_key"],
                                       delivery.payload["content"])
-            return _Outcome(delivery, "sent")
+            return Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
         if delivery.action == "post":  # a channel message that belongs to no incident
             await self.chat.post(delivery.payload["channel"], delivery.payload["text"],
                                  delivery.payload.get("blocks") or [])
-            return _Outcome(delivery, "sent")
+            return Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "run_sync":
             return await self._send_run(delivery, incident)
@@ -230,17 +220,17 @@ class Dispatcher:
                 raise Undeliverable("the incident has no Slack message to reply under")
             await self.chat.post(incident.slack_channel_id or incident.channel or "",
                                  delivery.payload["text"], [], thread_ts=incident.slack_ts)
-            return _Outcome(delivery, "sent")
+            return Outcome(delivery, "sent")
         rollback = bool(incident.model) and rollback_runbook(
             self.runbooks, {**incident.labels, "model": incident.model or ""}) is not None
         text, blocks = incident_message(incident_view(incident, alerts, can_roll_back=rollback))
         if incident.slack_ts and incident.slack_channel_id:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
-            return _Outcome(delivery, "sent", coalesced=syncs)
+            return Outcome(delivery, "sent", coalesced=syncs)
         posted = await self.chat.post(incident.channel or "", text, blocks)
-        return _Outcome(delivery, "sent", coalesced=syncs, posted=posted)
+        return Outcome(delivery, "sent", coalesced=syncs, posted=(posted.channel_id, posted.ts))
 
-    async def _send_run(self, delivery: Delivery, incident: Incident) -> _Outcome:
+    async def _send_run(self, delivery: Delivery, incident: Incident) -> Outcome:
         """Post, then keep editing, the thread reply that shows a runbook run."""
         if not incident.slack_ts:
             raise Undeliverable("the incident has no Slack message to reply under")
@@ -255,10 +245,10 @@ class Dispatcher:
         channel = incident.slack_channel_id or incident.channel or ""
         if record.slack_ts:
             await self.chat.update(channel, record.slack_ts, text, blocks)  # type: ignore[union-attr]
-            return _Outcome(delivery, "sent", coalesced=syncs)
+            return Outcome(delivery, "sent", coalesced=syncs)
         posted = await self.chat.post(channel, text, blocks,  # type: ignore[union-attr]
                                       thread_ts=incident.slack_ts)
-        return _Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts))
+        return Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts))
 
     def _load_run(self, run_id: int) -> tuple[RunbookRun, list[StepResult], list[int]]:
         with self.db.read() as session:
@@ -285,7 +275,7 @@ class Dispatcher:
                 raise Undeliverable(f"incident {incident_id} no longer exists")
             return incident, store.alert_summary(incident_id, session=session), syncs
 
-    def _retry(self, delivery: Delivery, exc: RetryLater) -> _Outcome:
+    def _retry(self, delivery: Delivery, exc: RetryLater) -> Outcome:
         delay = exc.after if exc.after is not None else backoff(
             delivery.attempts + 1, base=self.backoff.base, cap=self.backoff.cap)
         if exc.whole_target:
@@ -293,7 +283,7 @@ class Dispatcher:
                                               time.monotonic() + delay)
         log.warning("delivery %s (%s %s) will be retried in %.1fs: %s", delivery.id,
                     delivery.target, delivery.action, delay, exc)
-        return _Outcome(delivery, "retry", str(exc),
+        return Outcome(delivery, "retry", str(exc),
                         retry_at=self.clock() + timedelta(seconds=delay))
 
     async def _record_outcomes(self) -> None:
@@ -316,33 +306,6 @@ class Dispatcher:
                                               (now - item.delivery.created_at).total_seconds())
             self._wake.set()  # the next delivery in line for these incidents is due now
 
-    def _write_outcomes(self, batch: list[_Outcome]) -> None:
-        now = self.clock()
+    def _write_outcomes(self, batch: list[Outcome]) -> None:
         with self.db.write() as session:
-            for item in batch:
-                delivery = item.delivery
-                store.finish_delivery(delivery.id, session=session, now=now,  # type: ignore[arg-type]
-                                      outcome=item.outcome, error=item.error,
-                                      retry_at=item.retry_at)
-                store.coalesce_syncs(item.coalesced, session=session,
-                                     into=delivery.id, now=now)  # type: ignore[arg-type]
-                if item.run_posted is not None:
-                    record = session.get(RunbookRun, item.run_posted[0])
-                    if record is not None:
-                        record.slack_ts = item.run_posted[1]
-                if item.posted is not None:
-                    store.record_slack_message(delivery.incident_id, session=session,
-                                               channel_id=item.posted.channel_id,
-                                               ts=item.posted.ts)
-                incident = (session.get(Incident, delivery.incident_id)
-                            if delivery.incident_id is not None else None)
-                if incident is None:
-                    continue
-                if delivery.target == "pagerduty" and item.outcome == "sent":
-                    kind = "paged" if delivery.action == "trigger" else f"pagerduty_{delivery.action}"
-                    store.add_timeline(incident, kind, f"PagerDuty {delivery.action} accepted",
-                                       session=session, actor="bot", now=now)
-                elif item.outcome == "failed":
-                    store.add_timeline(incident, "delivery_failed",
-                                       f"{delivery.target} {delivery.action} refused: {item.error}",
-                                       session=session, actor="bot", now=now)
+            store.record_outcomes(batch, session=session, now=self.clock())

@@ -671,38 +671,79 @@ def release_leases(*, session: Session) -> None:
         .values(lease_until=None))
 
 
-def finish_delivery(
-    delivery_id: int,
-    *,
-    session: Session,
-    now: datetime,
-    outcome: str,
-    error: str | None = None,
-    retry_at: datetime | None = None,
-) -> None:
-    """Record a delivery attempt: `sent`, `failed` (permanent) or `retry` at `retry_at`."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None:
-        return
-    delivery.attempts += 1
-    delivery.lease_until = None
-    delivery.last_error = error
-    if outcome == "sent":
-        delivery.state = "sent"
-        delivery.sent_at = now
-    elif outcome == "failed":
-        delivery.state = "failed"
-    else:
-        delivery.next_attempt_at = retry_at or now
+@dataclass(slots=True)
+class Outcome:
+    """What became of one delivery attempt."""
+
+    delivery: Delivery
+    outcome: str  # sent | failed (for good) | retry (at retry_at)
+    error: str | None = None
+    retry_at: datetime | None = None
+    coalesced: list[int] = field(default_factory=list)  # owed syncs the sent message satisfied
+    posted: tuple[str, str] | None = None  # (channel id, ts) of an incident's first message
+    run_posted: tuple[int, str] | None = None  # (run id, ts) of a run's first thread reply
 
 
-def record_slack_message(
-    incident_id: int, *, session: Session, channel_id: str, ts: str
-) -> None:
-    incident = session.get(Incident, incident_id)
-    if incident is not None:
-        incident.slack_channel_id = channel_id
-        incident.slack_ts = ts
+_DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+_FINISH = (
+    update(_DELIVERY)
+    .where(_DELIVERY.c.id == bindparam("delivery_id"))
+    .values(attempts=_DELIVERY.c.attempts + 1, lease_until=None, last_error=bindparam("error"),
+            state=bindparam("new_state"),
+            sent_at=func.coalesce(bindparam("sent"), _DELIVERY.c.sent_at),
+            next_attempt_at=func.coalesce(bindparam("retry_at"), _DELIVERY.c.next_attempt_at))
+)
+_COALESCE = (
+    update(_DELIVERY)
+    .where(_DELIVERY.c.id == bindparam("sync_id"), _DELIVERY.c.state == "pending",
+           _DELIVERY.c.id != bindparam("into"))
+    .values(state="sent", sent_at=bindparam("sent"), last_error=bindparam("note"))
+)
+_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_SLACK_MESSAGE = (
+    update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
+    .values(slack_channel_id=bindparam("channel_id"), slack_ts=bindparam("ts"))
+)
+_RUN = RunbookRun.__table__  # type: ignore[attr-defined]
+_RUN_MESSAGE = update(_RUN).where(_RUN.c.id == bindparam("run_id")).values(slack_ts=bindparam("ts"))
+
+
+def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datetime) -> None:
+    """Record delivery attempts, a statement per kind for the whole batch: an attempt
+    that is not recorded as sent would be sent again, and these writes are frequent."""
+    finished, coalesced, messages, runs, timeline = [], [], [], [], []
+    for item in outcomes:
+        delivery = item.delivery
+        finished.append({
+            "delivery_id": delivery.id, "error": item.error,
+            "new_state": {"sent": "sent", "failed": "failed"}.get(item.outcome, "pending"),
+            "sent": now if item.outcome == "sent" else None,
+            "retry_at": (item.retry_at or now) if item.outcome == "retry" else None})
+        coalesced += [{"sync_id": sync_id, "into": delivery.id, "sent": now,
+                       "note": f"coalesced into delivery {delivery.id}"}
+                      for sync_id in item.coalesced]
+        if item.posted is not None and delivery.incident_id is not None:
+            messages.append({"incident_id": delivery.incident_id, "channel_id": item.posted[0],
+                             "ts": item.posted[1]})
+        if item.run_posted is not None:
+            runs.append({"run_id": item.run_posted[0], "ts": item.run_posted[1]})
+        if delivery.incident_id is None:
+            continue
+        if delivery.target == "pagerduty" and item.outcome == "sent":
+            kind = "paged" if delivery.action == "trigger" else f"pagerduty_{delivery.action}"
+            timeline.append({"incident_id": delivery.incident_id, "at": now, "actor": "bot",
+                             "kind": kind, "detail": f"PagerDuty {delivery.action} accepted"})
+        elif item.outcome == "failed":
+            timeline.append({"incident_id": delivery.incident_id, "at": now, "actor": "bot",
+                             "kind": "delivery_failed",
+                             "detail": f"{delivery.target} {delivery.action} refused: {item.error}"})
+    connection = session.connection()
+    for statement, rows in ((_FINISH, finished), (_COALESCE, coalesced),
+                            (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs)):
+        if rows:
+            connection.execute(statement, rows)
+    if timeline:
+        session.execute(insert(TimelineEntry), timeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,17 +782,6 @@ def pending_syncs(incident_id: int, *, session: Session) -> list[int]:
     """Ids of the Slack syncs still owed for an incident, read with the state they will show."""
     return list(session.exec(_PENDING_SYNCS,  # type: ignore[call-overload]
                              params={"incident_id": incident_id}).all())
-
-
-def coalesce_syncs(ids: Sequence[int], *, session: Session, into: int, now: datetime) -> None:
-    """Mark Slack syncs sent that the message just sent already satisfies: they were
-    committed before it was rendered, so it shows the state they were owed for."""
-    if ids:
-        session.exec(  # type: ignore[call-overload]
-            update(Delivery)
-            .where(col(Delivery.id).in_(ids), Delivery.state == "pending", col(Delivery.id) != into)
-            .values(state="sent", sent_at=now, last_error=f"coalesced into delivery {into}")
-        )
 
 
 def timeline(incident_id: int, *, session: Session) -> list[TimelineEntry]:
