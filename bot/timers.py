@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from anyio import to_thread
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 _LEADER_LOCK = 7305_0002
+# Seconds between two job store writes of a reconcile: a burst of them (hundreds of
+# new incidents in a storm) would otherwise keep the database's write lock and the
+# GIL from intake, whose commits wait out SQLite's busy handler behind it.
+_PACE = 0.002
 _active: TimerService | None = None  # set while started: jobs must name an importable callable
 
 
@@ -174,9 +179,11 @@ class TimerService:
         try:
             for job_id in stale:
                 scheduler.remove_job(job_id)
+                time.sleep(_PACE)
             for job_id, kind, subject, due_at in changed:
                 scheduler.add_job(run_job, DateTrigger(run_date=due_at), args=[kind, subject],
                                   id=job_id, replace_existing=True)
+                time.sleep(_PACE)
         finally:
             scheduler.resume()
 
