@@ -270,10 +270,10 @@ class Dispatcher:
             # sees the newest commits, so every sync read here is shown by the state read
             # next, and one committed in between stays pending for another send.
             syncs = store.pending_syncs(incident_id, session=session)
-            incident = session.get(Incident, incident_id)
-            if incident is None:
+            found = store.incident_with_alerts(incident_id, session=session)
+            if found is None:
                 raise Undeliverable(f"incident {incident_id} no longer exists")
-            return incident, store.alert_summary(incident_id, session=session), syncs
+            return found[0], found[1], syncs
 
     def _retry(self, delivery: Delivery, exc: RetryLater) -> Outcome:
         delay = exc.after if exc.after is not None else backoff(

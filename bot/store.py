@@ -193,6 +193,7 @@ class _Occurrence:
 
 
 _OCCURRENCE = AlertOccurrence.__table__  # type: ignore[attr-defined]
+_DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _OPEN_BY_HASH = select(Incident).where(
     col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
@@ -621,13 +622,14 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 _LEASE = (
-    update(Delivery)
+    update(_DELIVERY)
     .where(
-        col(Delivery.id) == bindparam("delivery_id"),
-        Delivery.state == "pending",
-        (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
+        _DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERY.c.state == "pending",
+        _DELIVERY.c.lease_until.is_(None) | (_DELIVERY.c.lease_until < bindparam("now")),
     )
     .values(lease_until=bindparam("until"))
+    .returning(_DELIVERY.c.id)
 )
 
 
@@ -655,13 +657,11 @@ def lease_deliveries(
 ) -> list[Delivery]:
     """Lease those of `deliveries` still pending and unleased (another replica may have
     taken some since they were read); returns the ones this caller now holds."""
-    claimed = []
-    for delivery in deliveries:
-        taken = session.exec(_LEASE, params={  # type: ignore[call-overload]
-            "delivery_id": delivery.id, "now": now, "until": now + lease})
-        if taken.rowcount == 1:
-            claimed.append(delivery)
-    return claimed
+    if not deliveries:
+        return []
+    taken = set(session.connection().execute(_LEASE, {
+        "ids": [d.id for d in deliveries], "now": now, "until": now + lease}).scalars())
+    return [delivery for delivery in deliveries if delivery.id in taken]
 
 
 def release_leases(*, session: Session) -> None:
@@ -684,7 +684,6 @@ class Outcome:
     run_posted: tuple[int, str] | None = None  # (run id, ts) of a run's first thread reply
 
 
-_DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _FINISH = (
     update(_DELIVERY)
     .where(_DELIVERY.c.id == bindparam("delivery_id"))
@@ -755,14 +754,17 @@ class AlertSummary:
     annotations: dict[str, Any]
 
 
-_ALERT_COUNTS = select(func.count(), func.coalesce(func.sum(
-    case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0)).where(
-    AlertOccurrence.incident_id == bindparam("incident_id"))
-_FIRST_ANNOTATIONS = (
-    select(AlertOccurrence.annotations)
-    .where(AlertOccurrence.incident_id == bindparam("incident_id"))
-    .order_by(col(AlertOccurrence.id)).limit(1)
-)
+def _of_incident(statement: Any) -> Any:
+    return statement.where(AlertOccurrence.incident_id == Incident.id).scalar_subquery()
+
+
+_INCIDENT_WITH_ALERTS = select(
+    Incident,
+    _of_incident(select(func.count())),
+    _of_incident(select(func.coalesce(func.sum(
+        case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0))),
+    _of_incident(select(AlertOccurrence.annotations).order_by(col(AlertOccurrence.id)).limit(1)),
+).where(Incident.id == bindparam("incident_id"))
 _PENDING_SYNCS = select(Delivery.id).where(
     Delivery.incident_id == bindparam("incident_id"),
     Delivery.target == "slack",
@@ -771,11 +773,15 @@ _PENDING_SYNCS = select(Delivery.id).where(
 )
 
 
-def alert_summary(incident_id: int, *, session: Session) -> AlertSummary:
-    params = {"incident_id": incident_id}
-    total, firing = session.exec(_ALERT_COUNTS, params=params).one()  # type: ignore[call-overload]
-    first = session.exec(_FIRST_ANNOTATIONS, params=params).first()  # type: ignore[call-overload]
-    return AlertSummary(total=total, firing=firing, annotations=first or {})
+def incident_with_alerts(incident_id: int, *,
+                         session: Session) -> tuple[Incident, AlertSummary] | None:
+    """An incident and what its message shows of its alerts, in one statement."""
+    row = session.exec(_INCIDENT_WITH_ALERTS,  # type: ignore[call-overload]
+                       params={"incident_id": incident_id}).first()
+    if row is None:
+        return None
+    incident, total, firing, annotations = row
+    return incident, AlertSummary(total=total, firing=firing, annotations=annotations or {})
 
 
 def pending_syncs(incident_id: int, *, session: Session) -> list[int]:
