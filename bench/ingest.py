@@ -197,7 +197,13 @@ class HttpxPoster:
 
 
 class RawPoster:
-    """A minimal HTTP/1.1 keep-alive client on asyncio streams (leaner than httpx)."""
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (leaner than httpx).
+
+    A connection idle for longer than IDLE_SECONDS is not reused: uvicorn closes
+    keep-alive connections after 5 idle seconds, and a request sent on one it is
+    closing would fail (IncompleteReadError) through no fault of the server."""
+
+    IDLE_SECONDS = 4.0
 
     def __init__(self, base_url: str, headers: dict[str, str], connections: int) -> None:
         hostport = base_url.split("://", 1)[1].rstrip("/")
@@ -205,14 +211,16 @@ class RawPoster:
         self.port = int(port)
         self.head = "".join(f"{k}: {v}\r\n" for k, v in
                             {"Host": hostport, **headers}.items()).encode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.slots = asyncio.Semaphore(connections)
         self.open: list[asyncio.StreamWriter] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         async with self.slots:
+            while self.idle and time.monotonic() - self.idle[-1][2] > self.IDLE_SECONDS:
+                self.idle.pop()[1].close()
             if self.idle:
-                reader, writer = self.idle.pop()
+                reader, writer, _ = self.idle.pop()
             else:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
                 self.open.append(writer)
@@ -242,7 +250,7 @@ class RawPoster:
             if fields.get(b"connection", b"").lower() == b"close":
                 writer.close()
             else:
-                self.idle.append((reader, writer))
+                self.idle.append((reader, writer, time.monotonic()))
             return status, content
 
     async def close(self) -> None:

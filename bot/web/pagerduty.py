@@ -65,7 +65,8 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
             if secret is None:
                 raise Rejected(401, "signature", "PAGERDUTY_WEBHOOK_SECRET is not configured, so "
                                "no webhook can be verified")
-            body = await read_body(request, MAX_BODY)
+            body = await read_body(request.headers.get("content-length"), request.stream(),
+                                   MAX_BODY)
             header = request.headers.get("x-pagerduty-signature", "")
             if not header or not signature_valid(secret, body, header):
                 raise Rejected(401, "signature", "missing or wrong X-PagerDuty-Signature")
