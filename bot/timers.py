@@ -46,6 +46,7 @@ _LEADER_LOCK = 7305_0002
 # Seconds between two job store writes of a reconcile: a burst of them (hundreds of
 # new incidents in a storm) would otherwise keep the database's write lock and the
 # GIL from intake, whose commits wait out SQLite's busy handler behind it.
+_JOBS_TABLE = "apscheduler_jobs"
 _PACE = 0.002
 # Intake load (Pipeline.load) above which a reconcile adds only the timers due within
 # _STORM_HORIZON.
@@ -125,7 +126,7 @@ class TimerService:
         store_engine = self.db.jobstore_engine()
         scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=store_engine,
-                                                     tablename="apscheduler_jobs")},
+                                                     tablename=_JOBS_TABLE)},
             # A timer missed while no process ran still fires, once, on start.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             timezone=UTC,
@@ -151,9 +152,12 @@ class TimerService:
     def desired(self, session: Session, now: datetime) -> dict[str, tuple[str, int, datetime]]:
         """Job id → (kind, subject id, due time) for every timer that should exist."""
         wanted: dict[str, tuple[str, int, datetime]] = {}
-        incidents = session.exec(select(Incident).where(
-            col(Incident.state).in_(store.OPEN_STATES))).all()
-        for clock in clocks_of(incidents, session=session):
+        # The columns clocks_of reads, not whole incidents: a storm leaves thousands open.
+        incidents = session.exec(select(
+            Incident.id, Incident.tier, Incident.state, Incident.silence_id,
+            Incident.triggered_at, Incident.acknowledged_at,
+        ).where(col(Incident.state).in_(store.OPEN_STATES))).all()
+        for clock in clocks_of(incidents, session=session):  # type: ignore[arg-type]
             timers: list[Timer] = timers_for(clock, self.routing.escalation)
             for timer in timers:
                 wanted[f"timer:{timer.job_id}"] = (timer.kind.value, timer.incident_id,
@@ -170,12 +174,16 @@ class TimerService:
         now = self.pipeline.clock()
         with self.db.read() as session:
             wanted = self.desired(session, now)
-        existing = {job.id: job for job in scheduler.get_jobs()
-                    if job.id not in ("handoff", "weekly_report")}
+            # The job store's own table, read without unpickling every job.
+            existing: dict[str, float | None] = dict(session.exec(  # type: ignore[call-overload]
+                text(f"SELECT id, next_run_time FROM {_JOBS_TABLE}")).all())
+        for name in ("handoff", "weekly_report"):
+            existing.pop(name, None)
         stale = existing.keys() - wanted.keys()
         changed = [(job_id, kind, subject, due_at)
                    for job_id, (kind, subject, due_at) in wanted.items()
-                   if job_id not in existing or existing[job_id].next_run_time != due_at]
+                   if job_id not in existing or existing[job_id] is None
+                   or abs(existing[job_id] - due_at.timestamp()) > 0.001]
         if self.pipeline.load() > _STORM_LOAD:
             # An alert storm: hundreds of new incidents, each a job to add. Only the
             # timers falling due soon are added now; the others are derived from the
