@@ -194,6 +194,9 @@ class _Occurrence:
 
 _OCCURRENCE = AlertOccurrence.__table__  # type: ignore[attr-defined]
 _DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_LAST_ALERT = (update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
+               .values(last_alert_at=bindparam("at")))
 _OPEN_BY_HASH = select(Incident).where(
     col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
@@ -238,6 +241,7 @@ class _Batch:
         self.fresh: dict[str, Incident] = {}  # inserted up front, opened by their first alert
         self.occurrences: dict[int, dict[str, _Occurrence]] = {}
         self.complete: set[int] = set()  # incidents whose every occurrence is loaded
+        self.heard_from: set[int] = set()  # incidents a firing alert came in for
         self.reopened: set[int] = set()
         self.resolved_here: dict[str, Incident] = {}  # not yet flushed, so not queryable
         self.result = IngestResult()
@@ -356,8 +360,7 @@ class _Batch:
                 incident = self.open(planned)
         known = self.occurrences[incident.id]  # type: ignore[index]
         occurrence = known.get(alert.fingerprint)
-        if incident.last_alert_at != self.now:
-            incident.last_alert_at = self.now
+        self.heard_from.add(incident.id)  # type: ignore[arg-type]
         if occurrence is None:
             known[alert.fingerprint] = _Occurrence(None, alert.fingerprint, alert.status.value,
                                                    alert.starts_at, alert.ends_at, alert=alert)
@@ -397,6 +400,7 @@ class _Batch:
                     session=self.session, policy=self.policy, now=self.now)
 
     def write_occurrences(self) -> None:
+        """Write back the occurrences, and the incidents' last_alert_at, in bulk."""
         new, changed = [], []
         for incident_id, known in self.occurrences.items():
             for occurrence in known.values():
@@ -411,6 +415,9 @@ class _Batch:
             self.session.execute(insert(AlertOccurrence), new)
         if changed:
             self.session.connection().execute(_WRITE_BACK, changed)
+        if self.heard_from:  # not through the ORM: most of these incidents change in nothing else
+            self.session.connection().execute(_LAST_ALERT, [
+                {"incident_id": incident_id, "at": self.now} for incident_id in self.heard_from])
 
     def new_occurrence_row(self, incident_id: int, occurrence: _Occurrence) -> dict[str, Any]:
         alert = occurrence.alert
@@ -698,7 +705,6 @@ _COALESCE = (
            _DELIVERY.c.id != bindparam("into"))
     .values(state="sent", sent_at=bindparam("sent"), last_error=bindparam("note"))
 )
-_INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 _SLACK_MESSAGE = (
     update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
     .values(slack_channel_id=bindparam("channel_id"), slack_ts=bindparam("ts"))
