@@ -88,9 +88,8 @@ class Delivery(SQLModel, table=True):
     """An owed message to PagerDuty or Slack, written in the transaction that owes it."""
 
     __table_args__ = (
-        Index("ix_delivery_due", "state", "next_attempt_at"),
         Index("ix_delivery_order", "incident_id", "target", "state", "id"),
-        Index("ix_delivery_queue", "state", "target", "next_attempt_at"),
+        Index("ix_delivery_queue", "state", "target", "id", "next_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

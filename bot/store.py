@@ -615,7 +615,7 @@ _DUE = (
     select(Delivery)
     .where(
         Delivery.state == "pending",
-        col(Delivery.target).in_(bindparam("targets", expanding=True)),
+        Delivery.target == bindparam("target"),
         Delivery.next_attempt_at <= bindparam("now"),
         (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
         ~select(_PRIOR.id).where(
@@ -625,7 +625,7 @@ _DUE = (
             _PRIOR.id < Delivery.id,
         ).exists(),
     )
-    .order_by(case((Delivery.target == TARGETS[0], 0), else_=1), col(Delivery.id))
+    .order_by(col(Delivery.id))
     .limit(bindparam("limit"))
 )
 _LEASE = (
@@ -647,16 +647,17 @@ def due_deliveries(
 
     Deliveries of one incident to one target go strictly in order (a trigger
     before its resolve, the first Slack post before any update), so a delivery
-    is only due when no earlier one for the same pair is still pending. Targets
-    are asked for by name (ix_delivery_queue), so while Slack is held back its
-    backlog costs a claim of pages nothing. A read: the caller leases what it
-    wants with `lease_deliveries`, so finding nothing due takes no write lock.
+    is only due when no earlier one for the same pair is still pending. Each
+    target's queue is read in id order (ix_delivery_queue) up to the limit, so a
+    backlog costs a claim nothing. A read: the caller leases what it wants with
+    `lease_deliveries`, so finding nothing due takes no write lock.
     """
-    wanted = [target for target in TARGETS if target not in held]
-    if not wanted:
-        return []
-    return list(session.exec(_DUE, params={  # type: ignore[call-overload]
-        "targets": wanted, "now": now, "limit": limit}).all())
+    due: list[Delivery] = []
+    for target in TARGETS:
+        if target not in held and len(due) < limit:
+            due += session.exec(_DUE, params={  # type: ignore[call-overload]
+                "target": target, "now": now, "limit": limit - len(due)}).all()
+    return due
 
 
 def lease_deliveries(

@@ -1,4 +1,9 @@
-"""Index the outbox by state, target and due time: each target's due deliveries are claimed on their own
+"""Index the outbox as one queue per state and target, in id order
+
+A claim reads each target's pending deliveries in id order and stops at its limit;
+the old (state, next_attempt_at) index made it sort every due delivery instead,
+which in a backlog of thousands of Slack edits cost more than the claim itself.
+next_attempt_at rides along so that rows backing off are skipped in the index.
 
 Revision ID: 0005
 Revises: 0004
@@ -14,8 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_delivery_queue", "delivery", ["state", "target", "next_attempt_at"])
+    with op.batch_alter_table("delivery") as batch_op:
+        batch_op.create_index("ix_delivery_queue", ["state", "target", "id", "next_attempt_at"])
+        batch_op.drop_index("ix_delivery_due")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_delivery_queue", table_name="delivery")
+    with op.batch_alter_table("delivery") as batch_op:
+        batch_op.create_index("ix_delivery_due", ["state", "next_attempt_at"])
+        batch_op.drop_index("ix_delivery_queue")
