@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, tuple_, update
+from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -202,9 +202,11 @@ _OPEN_BY_HASH = select(Incident).where(
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
                        AlertOccurrence.fingerprint, AlertOccurrence.status,
                        AlertOccurrence.starts_at, AlertOccurrence.ends_at)
+# Two IN-lists rather than one of (incident, fingerprint) pairs: SQLite answers a
+# row-value IN by scanning the table, but these two by its unique index.
 _OCCURRENCES_BY_PAIR = select(*_OCCURRENCE_COLUMNS).where(
-    tuple_(AlertOccurrence.incident_id, AlertOccurrence.fingerprint)
-    .in_(bindparam("pairs", expanding=True)))
+    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)),
+    col(AlertOccurrence.fingerprint).in_(bindparam("fingerprints", expanding=True)))
 _OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(
     col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)))
 _WRITE_BACK = (
@@ -292,9 +294,12 @@ class _Batch:
                 known[fingerprint] = _Occurrence(oid, fingerprint, status, starts_at, ends_at)
 
     def load_pairs(self, pairs: Sequence[tuple[int, str]]) -> None:
+        """Load these (incident, fingerprint) occurrences (and any other of those
+        incidents that happens to share one of the fingerprints: harmless extras)."""
         for chunk in _chunks(pairs):
-            self._add_loaded(self.session.exec(_OCCURRENCES_BY_PAIR,  # type: ignore[call-overload]
-                                               params={"pairs": list(chunk)}).all())
+            self._add_loaded(self.session.exec(_OCCURRENCES_BY_PAIR, params={  # type: ignore[call-overload]
+                "ids": sorted({i for i, _ in chunk}),
+                "fingerprints": sorted({f for _, f in chunk})}).all())
 
     def load_occurrences(self, incident_ids: Sequence[int]) -> None:
         for incident_id in incident_ids:
