@@ -158,15 +158,10 @@ class Dispatcher:
     def _claim(self, limit: int) -> list[Delivery]:
         held, now = self.held_targets(), self.clock()
         saturated = self.intake_load() > _SATURATED
-        if saturated:
-            slack_slots = self._trickle.available(time.monotonic())
-            if slack_slots == 0:
-                held.append("slack")
-            else:
-                limit = min(limit, slack_slots)
+        caps = {"slack": self._trickle.available(time.monotonic())} if saturated else None
         with self.db.read() as session:
             due = store.due_deliveries(session=session, now=now, limit=min(limit, BATCH),
-                                       held=held)
+                                       held=held, caps=caps)
         if not due:
             return []
         with self.db.write() as session:

@@ -400,9 +400,10 @@ class _Batch:
                     if isinstance(e, TimelineEntry) and e.incident_id == incident.id
                     and e.kind in ("alert_refired", "reopened")]
         if flapping(refires, policy, self.now):
-            promote(incident, f"fired again {len(refires)} times within "
-                    f"{format_duration(policy.flapping_window)} (flapping)",
-                    session=self.session, policy=self.policy, now=self.now)
+            self.result.deliveries += promote(
+                incident, f"fired again {len(refires)} times within "
+                f"{format_duration(policy.flapping_window)} (flapping)",
+                session=self.session, policy=self.policy, now=self.now)
 
     def write_occurrences(self) -> None:
         """Write back the occurrences, and the incidents' last_alert_at, in bulk."""
@@ -524,8 +525,9 @@ class _Batch:
         if any(o.status == AlertStatus.FIRING.value for o in known.values()):
             self.timeline(incident, "alert_resolved", _describe(alert), alert.source)
             return
-        resolve(incident, session=self.session, policy=self.policy, now=self.now,
-                actor=alert.source, detail="all alerts resolved")
+        self.result.deliveries += resolve(incident, session=self.session, policy=self.policy,
+                                          now=self.now, actor=alert.source,
+                                          detail="all alerts resolved")
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
         self.open_by_hash[incident.group_hash] = None
         self.resolved_here[incident.group_hash] = incident
@@ -567,29 +569,33 @@ def request_run(incident: Incident | None, runbook: str, purpose: str, *, sessio
 def resolve(
     incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime, actor: str,
     detail: str, reply: str | None = None, from_pager: bool = False,
-) -> None:
+) -> int:
+    """Resolve the incident; returns how many deliveries that owes."""
     incident.state = IncidentState.RESOLVED.value
     incident.open_group_hash = None
     incident.resolved_at = now
     incident.resolved_by = actor
     add_timeline(incident, "resolved", detail, session=session, actor=actor, now=now)
-    owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
-        from_pager=from_pager)
+    written = len(owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
+                      from_pager=from_pager))
     for side_page in side_pages(incident, session=session):
         session.add(Delivery(
             incident_id=incident.id, target="pagerduty", action="resolve",  # type: ignore[arg-type]
             payload={k: side_page[k] for k in ("dedup_key", "routing_key_env")},
             created_at=now, next_attempt_at=now))
+        written += 1
+    return written
 
 
 def promote(incident: Incident, reason: str, *, session: Session, policy: DeliveryPolicy,
-            now: datetime) -> None:
-    """L0 → L1: the bot could not make it go away; page a human, and say why."""
+            now: datetime) -> int:
+    """L0 → L1: the bot could not make it go away; page a human, and say why. Returns
+    how many deliveries that owes."""
     incident.tier = Tier.L1.value
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
-    owe(incident, "promoted", session=session, policy=policy, now=now,
-        reply=f"Promoted to L1 and paged: {reason}.")
+    return len(owe(incident, "promoted", session=session, policy=policy, now=now,
+                   reply=f"Promoted to L1 and paged: {reason}."))
 
 
 def side_page(incident: Incident, suffix: str, routing_key_env: str,
@@ -647,6 +653,7 @@ _LEASE = (
 
 def due_deliveries(
     *, session: Session, now: datetime, limit: int, held: Sequence[str] = (),
+    caps: Mapping[str, int] | None = None,
 ) -> list[Delivery]:
     """The due deliveries that are next in line for their incident and target.
 
@@ -654,14 +661,16 @@ def due_deliveries(
     before its resolve, the first Slack post before any update), so a delivery
     is only due when no earlier one for the same pair is still pending. Each
     target's queue is read in id order (ix_delivery_queue) up to the limit, so a
-    backlog costs a claim nothing. A read: the caller leases what it wants with
-    `lease_deliveries`, so finding nothing due takes no write lock.
+    backlog costs a claim nothing. `caps` bounds what one target may take of
+    `limit`. A read: the caller leases what it wants with `lease_deliveries`, so
+    finding nothing due takes no write lock.
     """
     due: list[Delivery] = []
     for target in TARGETS:
-        if target not in held and len(due) < limit:
+        wanted = min(limit - len(due), (caps or {}).get(target, limit))
+        if target not in held and wanted > 0:
             due += session.exec(_DUE, params={  # type: ignore[call-overload]
-                "target": target, "now": now, "limit": limit - len(due)}).all()
+                "target": target, "now": now, "limit": wanted}).all()
     return due
 
 
