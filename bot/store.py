@@ -199,12 +199,19 @@ _LAST_ALERT = (update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"
                .values(last_alert_at=bindparam("at")))
 _OPEN_BY_HASH = select(Incident).where(
     col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
+_REOPENABLE = (
+    select(Incident)
+    .where(col(Incident.group_hash).in_(bindparam("hashes", expanding=True)),
+           Incident.state == IncidentState.RESOLVED.value,
+           col(Incident.resolved_at) >= bindparam("since"))
+    .order_by(col(Incident.resolved_at))
+)
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
                        AlertOccurrence.fingerprint, AlertOccurrence.status,
                        AlertOccurrence.starts_at, AlertOccurrence.ends_at)
 # Two IN-lists rather than one of (incident, fingerprint) pairs: SQLite answers a
 # row-value IN by scanning the table, but these two by its unique index.
-_OCCURRENCES_BY_PAIR = select(*_OCCURRENCE_COLUMNS).where(
+_OCCURRENCES_OF_FINGERPRINTS = select(*_OCCURRENCE_COLUMNS).where(
     col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)),
     col(AlertOccurrence.fingerprint).in_(bindparam("fingerprints", expanding=True)))
 _OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(
@@ -252,11 +259,9 @@ class _Batch:
         add_timeline(incident, kind, detail, session=self.session, actor=actor, now=self.now)
 
     def owe(self, incident: Incident, change: str, reply: str | None = None) -> list[Delivery]:
-        written = owe(incident, change, session=self.session, policy=self.policy, now=self.now,
-                      reply=reply)
-        self.result.deliveries += len(written)
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
-        return written
+        return owe(incident, change, session=self.session, policy=self.policy, now=self.now,
+                   reply=reply)
 
     def plan(self, alerts: Sequence[Alert]) -> list[_Planned]:
         planned = []
@@ -297,7 +302,7 @@ class _Batch:
         """Load these (incident, fingerprint) occurrences (and any other of those
         incidents that happens to share one of the fingerprints: harmless extras)."""
         for chunk in _chunks(pairs):
-            self._add_loaded(self.session.exec(_OCCURRENCES_BY_PAIR, params={  # type: ignore[call-overload]
+            self._add_loaded(self.session.exec(_OCCURRENCES_OF_FINGERPRINTS, params={  # type: ignore[call-overload]
                 "ids": sorted({i for i, _ in chunk}),
                 "fingerprints": sorted({f for _, f in chunk})}).all())
 
@@ -322,13 +327,8 @@ class _Batch:
         closed = [ghash for ghash in first_firing if self.open_by_hash[ghash] is None]
         since = self.now - self.routing.reopen_window
         for chunk in _chunks(closed):
-            for incident in self.session.exec(
-                select(Incident)
-                .where(col(Incident.group_hash).in_(chunk),
-                       Incident.state == IncidentState.RESOLVED.value,
-                       col(Incident.resolved_at) >= since)
-                .order_by(col(Incident.resolved_at))
-            ).all():
+            for incident in self.session.exec(_REOPENABLE, params={  # type: ignore[call-overload]
+                    "hashes": list(chunk), "since": since}).all():
                 self.reopenable_by_hash[incident.group_hash] = incident  # the newest wins
         for ghash in closed:
             if ghash not in self.reopenable_by_hash:
@@ -343,6 +343,7 @@ class _Batch:
         self.prepare_new_groups(plans)
         results = []
         with self.session.no_autoflush:
+            owed_before = self.owed()
             for plan in plans:
                 self.result = IngestResult()
                 for planned in plan:
@@ -351,9 +352,16 @@ class _Batch:
                         self.firing(planned, incident)
                     elif incident is not None:
                         self.resolved(planned.alert, incident)
+                owed = self.owed()
+                self.result.deliveries, owed_before = owed - owed_before, owed
                 results.append(self.result)
             self.write_occurrences()
         return results
+
+    def owed(self) -> int:
+        """Deliveries added so far (nothing is flushed while batches apply): counted here,
+        whatever path wrote them, so that none goes without waking the dispatcher."""
+        return sum(1 for item in self.session.new if isinstance(item, Delivery))
 
     def firing(self, planned: _Planned, incident: Incident | None) -> None:
         alert = planned.alert
@@ -400,10 +408,9 @@ class _Batch:
                     if isinstance(e, TimelineEntry) and e.incident_id == incident.id
                     and e.kind in ("alert_refired", "reopened")]
         if flapping(refires, policy, self.now):
-            self.result.deliveries += promote(
-                incident, f"fired again {len(refires)} times within "
-                f"{format_duration(policy.flapping_window)} (flapping)",
-                session=self.session, policy=self.policy, now=self.now)
+            promote(incident, f"fired again {len(refires)} times within "
+                    f"{format_duration(policy.flapping_window)} (flapping)",
+                    session=self.session, policy=self.policy, now=self.now)
 
     def write_occurrences(self) -> None:
         """Write back the occurrences, and the incidents' last_alert_at, in bulk."""
@@ -525,9 +532,8 @@ class _Batch:
         if any(o.status == AlertStatus.FIRING.value for o in known.values()):
             self.timeline(incident, "alert_resolved", _describe(alert), alert.source)
             return
-        self.result.deliveries += resolve(incident, session=self.session, policy=self.policy,
-                                          now=self.now, actor=alert.source,
-                                          detail="all alerts resolved")
+        resolve(incident, session=self.session, policy=self.policy, now=self.now,
+                actor=alert.source, detail="all alerts resolved")
         self.result.changed.add(incident.id)  # type: ignore[arg-type]
         self.open_by_hash[incident.group_hash] = None
         self.resolved_here[incident.group_hash] = incident
@@ -569,33 +575,29 @@ def request_run(incident: Incident | None, runbook: str, purpose: str, *, sessio
 def resolve(
     incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime, actor: str,
     detail: str, reply: str | None = None, from_pager: bool = False,
-) -> int:
-    """Resolve the incident; returns how many deliveries that owes."""
+) -> None:
     incident.state = IncidentState.RESOLVED.value
     incident.open_group_hash = None
     incident.resolved_at = now
     incident.resolved_by = actor
     add_timeline(incident, "resolved", detail, session=session, actor=actor, now=now)
-    written = len(owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
-                      from_pager=from_pager))
+    owe(incident, "resolved", session=session, policy=policy, now=now, reply=reply,
+        from_pager=from_pager)
     for side_page in side_pages(incident, session=session):
         session.add(Delivery(
             incident_id=incident.id, target="pagerduty", action="resolve",  # type: ignore[arg-type]
             payload={k: side_page[k] for k in ("dedup_key", "routing_key_env")},
             created_at=now, next_attempt_at=now))
-        written += 1
-    return written
 
 
 def promote(incident: Incident, reason: str, *, session: Session, policy: DeliveryPolicy,
-            now: datetime) -> int:
-    """L0 → L1: the bot could not make it go away; page a human, and say why. Returns
-    how many deliveries that owes."""
+            now: datetime) -> None:
+    """L0 → L1: the bot could not make it go away; page a human, and say why."""
     incident.tier = Tier.L1.value
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
-    return len(owe(incident, "promoted", session=session, policy=policy, now=now,
-                   reply=f"Promoted to L1 and paged: {reason}."))
+    owe(incident, "promoted", session=session, policy=policy, now=now,
+        reply=f"Promoted to L1 and paged: {reason}.")
 
 
 def side_page(incident: Incident, suffix: str, routing_key_env: str,

@@ -268,21 +268,30 @@ def test_a_silence_that_ends_is_announced(bot_env, tmp_path, slack):
         bot.stop()
 
 
+def app_with_routes(bot_env, tmp_path, extra: str):
+    """The bot's app, in this process, with the test routing file plus `extra`."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes() + extra)
+    app = create_app(load_settings(**{k.lower(): v for k, v in bot_env.items()},
+                                   oncall_config=str(path)))
+    app.state.db.upgrade()
+    return app
+
+
+async def ingest_example(app) -> None:
+    await app.state.pipeline.ingest(PARSERS["alertmanager"](example("alertmanager-firing.json")))
+
+
 def test_handoff_digest_names_the_shift_the_open_incidents_and_who_is_on_call(
         bot_env, tmp_path, pagerduty):
     pagerduty.set_oncalls([{"user_id": "PGRACE1", "user_name": "Grace Hopper",
                             "email": "grace@example.com", "escalation_policy_id": "PEP0001",
                             "schedule_id": "PSCHED1", "escalation_level": 1}])
-    path = tmp_path / "routes.yaml"
-    path.write_text(routes() + 'handoff: {cron: "0 9 * * 1-5", timezone: Europe/London}\n')
-    settings = load_settings(**{k.lower(): v for k, v in bot_env.items()},
-                             oncall_config=str(path))
-    app = create_app(settings)
-    app.state.db.upgrade()
+    app = app_with_routes(bot_env, tmp_path,
+                          'handoff: {cron: "0 9 * * 1-5", timezone: Europe/London}\n')
 
     async def scenario() -> str:
-        await app.state.pipeline.ingest(PARSERS["alertmanager"](
-            example("alertmanager-firing.json")))
+        await ingest_example(app)
         return await app.state.timers.handoff_digest()
 
     digest = asyncio.run(scenario())
@@ -293,16 +302,11 @@ def test_handoff_digest_names_the_shift_the_open_incidents_and_who_is_on_call(
 
 
 def test_weekly_report_is_posted_to_its_channel(bot_env, tmp_path):
-    path = tmp_path / "routes.yaml"
-    path.write_text(routes() + 'weekly_report: {cron: "0 9 * * 1", channel: "#ml-platform"}\n')
-    settings = load_settings(**{k.lower(): v for k, v in bot_env.items()},
-                             oncall_config=str(path))
-    app = create_app(settings)
-    app.state.db.upgrade()
+    app = app_with_routes(bot_env, tmp_path,
+                          'weekly_report: {cron: "0 9 * * 1", channel: "#ml-platform"}\n')
 
     async def scenario() -> None:
-        await app.state.pipeline.ingest(PARSERS["alertmanager"](
-            example("alertmanager-firing.json")))
+        await ingest_example(app)
         await app.state.timers.fire("weekly_report", 0)
 
     asyncio.run(scenario())
