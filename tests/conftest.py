@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.harness import BotProcess
+from tests.standins.canary import CanaryServer
 from tests.standins.pagerduty import PagerDutyStandIn
 from tests.standins.slack import SlackStandIn
 from tests.standins.tls import TestCA
@@ -97,3 +98,10 @@ def bot(bot_env: dict[str, str], tmp_path: Path) -> Iterator[BotProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def canary() -> Iterator[CanaryServer]:
+    """A server no hostile input may make the bot reach: assert `canary.requests == []`."""
+    with CanaryServer() as server:
+        yield server
