@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -245,7 +246,6 @@ def test_a_fingerprint_over_128_characters_is_hashed_and_the_alert_kept(bot):
 
 def test_a_100000_character_label_is_stored_whole_and_the_page_stays_within_limits(
         bot, pagerduty):
-    import random
     rng = random.Random(10)
     value = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzÄ€😀<>&|") for _ in range(100_000))
     doc = _alert(model=value, job=value, environment=value)
