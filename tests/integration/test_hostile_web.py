@@ -149,6 +149,13 @@ def test_serve_on_a_public_address_without_alert_webhook_token_refuses_to_start(
     assert not (tmp_path / "oncall.db").exists()  # it stopped before touching anything
 
 
+def test_more_than_two_alert_webhook_tokens_stop_the_process_naming_the_variable(tmp_path):
+    process = _serve(tmp_path, "127.0.0.1", ALERT_WEBHOOK_TOKEN="one,two,three")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2 and "ALERT_WEBHOOK_TOKEN" in output, output
+    assert "one" not in output.replace("one token", "")  # never the tokens themselves
+
+
 def test_serve_on_a_public_address_starts_with_the_explicit_opt_in(tmp_path):
     process = _serve(tmp_path, "0.0.0.0", ALERT_WEBHOOK_ALLOW_UNAUTHENTICATED="true")
     try:
