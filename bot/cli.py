@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -22,11 +23,27 @@ from bot.settings import ConfigurationError, Settings, load_settings
 from bot.silences import add_silence, expire_silence, list_silences
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may well be reachable from elsewhere
+        return False
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from bot.main import create_app
 
+    if (not settings.alert_webhook_tokens and not _loopback(args.host)
+            and not settings.alert_webhook_allow_unauthenticated):
+        print(f"oncall-bot: refusing to serve on {args.host} without ALERT_WEBHOOK_TOKEN: "
+              "anyone who reaches the port could page on-call. Set ALERT_WEBHOOK_TOKEN "
+              "(and send it as a bearer token), or ALERT_WEBHOOK_ALLOW_UNAUTHENTICATED=true "
+              "if only trusted senders can reach the port.", file=sys.stderr)
+        return 2
     print(f"oncall-bot: database {redacted(settings.database_url)}, "
           f"listening on http://{args.host}:{args.port}", file=sys.stderr)
     for line in settings.disabled_deliveries():

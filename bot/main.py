@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI, Request, Response
-from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from fastapi import FastAPI
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import store
@@ -30,7 +29,7 @@ from bot.settings import Settings
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.timers import TimerService
-from bot.web import alerts, health
+from bot.web import alerts, health, slack_events
 from bot.web import pagerduty as pagerduty_webhook
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
                     client.close()
             db.dispose()
 
-    app = FastAPI(title="oncall-bot", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: nobody needs them, and they map the bot for anyone.
+    app = FastAPI(title="oncall-bot", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.db = db
     app.state.pipeline = pipeline
     app.state.dispatcher = dispatcher
@@ -141,8 +142,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.runs = runs
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
-        token=settings.alert_webhook_token.get_secret_value().encode()
-        if settings.alert_webhook_token else None,
+        tokens=settings.alert_webhook_tokens,
     )
     health.register(app, db=db, metrics=metrics)
     pagerduty_webhook.register(
@@ -151,11 +151,6 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         if settings.pagerduty_webhook_secret else None,
     )
     if slack_app is not None and settings.slack_signing_secret:
-        handler = AsyncSlackRequestHandler(slack_app)
-
-        @app.post("/slack/events", include_in_schema=False)
-        async def slack_events(request: Request) -> Response:
-            """Events, slash commands and interactivity; Bolt verifies the signature."""
-            return await handler.handle(request)
+        slack_events.register(app, slack_app=slack_app)
 
     return app

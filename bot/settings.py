@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     oncall_runbooks: Path = Path("runbooks")
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
+    # One token, or two comma-separated while one is rotated out.
     alert_webhook_token: SecretStr | None = None
+    # Serving alert webhooks on a non-loopback address without a token is refused
+    # at start unless this says it is meant.
+    alert_webhook_allow_unauthenticated: bool = False
     alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     oncall_config: Path = DEFAULT_ROUTING_FILE
     oncall_ca_bundle: Path | None = None
@@ -108,6 +112,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/") if value else value
 
+    @field_validator("alert_webhook_token")
+    @classmethod
+    def _tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 1 <= len(cls.id_list(value.get_secret_value())) <= 2:
+            raise ValueError("must hold one token, or two separated by a comma")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -127,6 +138,14 @@ class Settings(BaseSettings):
         return [part.strip() for part in value.split(",") if part.strip()]
 
     @property
+    def alert_webhook_tokens(self) -> tuple[bytes, ...]:
+        """Every token alert webhooks accept; none when intake is open."""
+        if self.alert_webhook_token is None:
+            return ()
+        return tuple(token.encode()
+                     for token in self.id_list(self.alert_webhook_token.get_secret_value()))
+
+    @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None
 
@@ -139,7 +158,7 @@ class Settings(BaseSettings):
         return tuple(value.get_secret_value() for value in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
-            self.alert_webhook_token) if value is not None)
+        ) if value is not None) + tuple(token.decode() for token in self.alert_webhook_tokens)
 
     def disabled_deliveries(self) -> list[str]:
         """Plain-language lines for start-up: what will not be delivered, and why."""

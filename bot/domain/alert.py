@@ -21,11 +21,17 @@ VERSION_LABELS = ("model_version", "version")
 ENVIRONMENT_LABELS = ("environment", "env")
 
 
+# Model, version and environment become indexed columns and keys (PostgreSQL's
+# btree refuses entries over ~2.7 KB); no real name comes near this, so a longer
+# one is cut, while the label itself is kept whole.
+MAX_NAME = 200
+
+
 def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     for name in names:
         value = labels.get(name)
         if value:
-            return value
+            return value if len(value) <= MAX_NAME else value[:MAX_NAME - 1] + "…"
     return None
 
 
@@ -38,6 +44,20 @@ def label_fingerprint(labels: Mapping[str, str]) -> str:
         digest.update(labels[name].encode())
         digest.update(b"\xff")
     return digest.hexdigest()[:16]
+
+
+# The record keeps fingerprints of at most this many characters.
+MAX_FINGERPRINT = 128
+
+
+def alert_fingerprint(sent: str | None, labels: Mapping[str, str]) -> str:
+    """The sender's fingerprint when it fits the record, its hash when longer (the same
+    long fingerprint still names the same alert), the label hash when none was sent."""
+    if not sent:
+        return label_fingerprint(labels)
+    if len(sent) <= MAX_FINGERPRINT:
+        return sent
+    return "sha256:" + hashlib.sha256(sent.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

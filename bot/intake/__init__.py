@@ -68,6 +68,10 @@ def _timestamp(value: object) -> datetime | None:
         except ValueError:  # shaped right but impossible, e.g. month 13
             pass
         else:
+            try:
+                parsed.astimezone(UTC)
+            except OverflowError:  # in UTC before year 1 or after 9999: the record
+                return None  # cannot keep it, so it is unset, and the alert kept
             return None if parsed == _GO_ZERO_TIME else parsed
     raise PydanticCustomError(
         "rfc3339", "must be an RFC 3339 timestamp such as 2026-05-04T09:12:31Z"

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from bot.domain.alert import Alert, AlertStatus, label_fingerprint
+from bot.domain.alert import Alert, AlertStatus, alert_fingerprint
 from bot.intake import Status, StringMap, Timestamp, Wire, expect, validate
 
 
@@ -34,7 +34,7 @@ class WebhookAlert(Wire):
         return Alert(
             # Alertmanager's own fingerprint keeps our identity equal to the one
             # its UI and silences use; the label hash is for senders that omit it.
-            fingerprint=self.fingerprint or label_fingerprint(self.labels),
+            fingerprint=alert_fingerprint(self.fingerprint, self.labels),
             status=AlertStatus(self.status),
             labels=self.labels,
             annotations=self.annotations if annotations is None else annotations,

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from bot.domain.alert import Alert, AlertStatus, label_fingerprint
+from bot.domain.alert import Alert, AlertStatus, alert_fingerprint
 from bot.intake import Status, StringMap, Timestamp, Wire, validate
 
 MAX_ALERTS = 1000
@@ -51,7 +51,7 @@ class GenericAlert(Wire):
         texts = {"summary": self.summary, "description": self.description}
         annotations = {**self.annotations, **{k: v for k, v in texts.items() if v is not None}}
         return Alert(
-            fingerprint=self.fingerprint or label_fingerprint(labels),
+            fingerprint=alert_fingerprint(self.fingerprint, labels),
             status=AlertStatus(self.status),
             labels=labels,
             annotations=annotations,

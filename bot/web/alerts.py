@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -37,11 +37,11 @@ class AlertWebhooks:
     """Serves POST /webhooks/<source> for the sources in PARSERS; passes the rest on."""
 
     def __init__(self, app: ASGIApp, *, pipeline: Pipeline, metrics: Metrics,
-                 token: bytes | None, max_body: int) -> None:
+                 tokens: Sequence[bytes], max_body: int) -> None:
         self.app = app
         self.pipeline = pipeline
         self.metrics = metrics
-        self.token = token
+        self.tokens = tokens
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,7 +60,7 @@ class AlertWebhooks:
                       body: AsyncIterator[bytes]) -> JSONResponse:
         started = time.perf_counter()
         try:
-            check_token(headers.get("authorization", ""), self.token)
+            check_token(headers.get("authorization", ""), self.tokens)
             document = decode_json(await read_body(headers.get("content-length"), body,
                                                    self.max_body))
             try:
@@ -101,7 +101,8 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, token: bytes | None,
+def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, tokens: Sequence[bytes],
              max_body: int) -> None:
-    app.add_middleware(AlertWebhooks, pipeline=pipeline, metrics=metrics, token=token,
+    """`tokens`: ALERT_WEBHOOK_TOKEN's tokens, every one accepted; none: intake is open."""
+    app.add_middleware(AlertWebhooks, pipeline=pipeline, metrics=metrics, tokens=tokens,
                        max_body=max_body)

@@ -2,9 +2,12 @@
 
 The body's HMAC-SHA256 under PAGERDUTY_WEBHOOK_SECRET must match one of the
 `v1=` signatures (several during secret rotation), compared in constant time;
-anything else is 401 and changes nothing. PagerDuty delivers at least once, so a
-delivery whose X-Webhook-Id (or event id) was applied before is answered 202 and
-ignored; so are events for incidents the bot does not know. A transient database
+anything else is 401 and changes nothing. PagerDuty delivers at least once, so an
+event whose `event.id` was applied before is answered 202 and ignored. The id is
+inside the signed body: the unsigned X-Webhook-Id header would let anyone replay a
+signed event under a new id. An event that happened (`event.occurred_at`) before
+the incident last reopened is about the incident's earlier life, and is ignored
+too, as are events for incidents the bot does not know. A transient database
 failure answers 503, which PagerDuty retries.
 """
 
@@ -19,11 +22,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, func, select
 
 from bot.db import is_transient
 from bot.incident_actions import ActionRefused, Actor, acknowledge, locked_by_key, resolve
-from bot.models import WebhookReceipt
+from bot.models import Incident, TimelineEntry, WebhookReceipt
 from bot.pipeline import Pipeline
 from bot.store import DeliveryPolicy
 from bot.web.http import Rejected, decode_json, error_response, read_body
@@ -48,7 +51,42 @@ def _event(document: object) -> dict[str, Any]:
         raise Rejected(422, "format", "not a PagerDuty v3 webhook: event.event_type is missing")
     if not isinstance(event.get("data"), dict):
         raise Rejected(422, "format", "not a PagerDuty v3 webhook: event.data is missing")
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        raise Rejected(422, "format", "not a PagerDuty v3 webhook: event.id is missing")
+    agent = event.get("agent")
+    if agent is not None and not (isinstance(agent, dict)
+                                  and isinstance(agent.get("summary") or "", str)):
+        raise Rejected(422, "format", "not a PagerDuty v3 webhook: event.agent is not a "
+                       "reference with a summary")
     return event
+
+
+def _occurred_at(event: dict[str, Any]) -> datetime:
+    try:
+        occurred = datetime.fromisoformat(event.get("occurred_at"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        occurred = None
+    if occurred is None or occurred.tzinfo is None:
+        raise Rejected(422, "format", "not a PagerDuty v3 webhook: event.occurred_at is not "
+                       "an ISO 8601 time with its offset")
+    return occurred
+
+
+def _receipt(event_id: str) -> str:
+    """The key an event is remembered by: its id, hashed when longer than the record keeps."""
+    if len(event_id) <= _RECEIPT_LENGTH:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
+
+
+_RECEIPT_LENGTH = 200  # WebhookReceipt.id
+
+
+def _reopened_at(incident: Incident, *, session: Session) -> datetime | None:
+    if not incident.reopen_count:
+        return None
+    return session.exec(select(func.max(TimelineEntry.at)).where(
+        TimelineEntry.incident_id == incident.id, TimelineEntry.kind == "reopened")).one()
 
 
 def _actor(event: dict[str, Any]) -> Actor:
@@ -71,24 +109,28 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
             if not header or not signature_valid(secret, body, header):
                 raise Rejected(401, "signature", "missing or wrong X-PagerDuty-Signature")
             event = _event(decode_json(body))
+            action = _ACTIONS.get(event["event_type"])
+            key = event["data"].get("incident_key")
+            if action is None or not isinstance(key, str):
+                return JSONResponse({"ignored": f"{event['event_type']} is not acted on"},
+                                    status_code=202)
+            occurred = _occurred_at(event)
         except Rejected as exc:
             return error_response(exc.status, str(exc), **exc.extra)
-        action = _ACTIONS.get(event["event_type"])
-        key = event["data"].get("incident_key")
-        if action is None or not isinstance(key, str):
-            return JSONResponse({"ignored": f"{event['event_type']} is not acted on"},
-                                status_code=202)
-        receipt = request.headers.get("x-webhook-id") or str(event.get("id") or "")
+        receipt = _receipt(event["id"])
 
         def apply(session: Session, now: datetime) -> str:
-            if receipt:
-                if session.get(WebhookReceipt, receipt) is not None:
-                    return "duplicate delivery: already applied"
-                session.add(WebhookReceipt(id=receipt, received_at=now))
-                session.flush()
+            if session.get(WebhookReceipt, receipt) is not None:
+                return "duplicate delivery: already applied"
+            session.add(WebhookReceipt(id=receipt, received_at=now))
+            session.flush()
             incident = locked_by_key(key, session=session)
             if incident is None:
                 return "unknown incident: ignored"
+            reopened = _reopened_at(incident, session=session)
+            if reopened is not None and occurred < reopened:
+                return (f"ignored: it happened before incident #{incident.id} reopened "
+                        f"({reopened:%Y-%m-%d %H:%M:%S} UTC)")
             perform = acknowledge if action == "acknowledge" else resolve
             try:
                 return perform(incident, session=session, policy=policy, now=now,

@@ -1,5 +1,6 @@
 """Incident state machine, grouping and what each change owes, table-driven."""
 
+import json
 import random
 
 import pytest
@@ -82,6 +83,22 @@ def test_trigger_payload_fits_pagerduty_limits():
             payload["class"]) == ("critical", "churn", "churn", "prod", "ErrorRate")
     assert [pagerduty_severity(s) for s in ("critical", "warning", "info", "bogus", None)] == [
         "critical", "warning", "info", "error", "error"]
+
+
+
+def test_trigger_payload_from_huge_labels_stays_within_pagerduty_limits():
+    huge = "😀" * 100_000
+    payload = trigger_payload(title=huge, severity="critical", model=huge, environment=huge,
+                              alertname=huge, incident_id=4, labels={"model": huge, "job": huge},
+                              source="alertmanager")
+    assert len(payload["summary"]) == SUMMARY_LIMIT
+    assert all(len(payload[field]) <= 255 for field in ("source", "component", "group", "class"))
+    assert len(json.dumps(payload).encode()) < 512 * 1024
+    many = trigger_payload(title="t", severity=None, model=None, environment=None, alertname="",
+                           incident_id=4, labels={f"l{i}": "v" * 1000 for i in range(1000)},
+                           source="generic")
+    assert len(json.dumps(many).encode()) < 512 * 1024
+    assert "the incident record keeps them all" in many["custom_details"]["labels"]["note"]
 
 
 def test_token_bucket_allows_the_rate_and_says_how_long_to_wait():

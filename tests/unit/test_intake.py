@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain.alert import Alert, AlertStatus, label_fingerprint
+from bot.domain.alert import (
+    MAX_FINGERPRINT,
+    MAX_NAME,
+    Alert,
+    AlertStatus,
+    alert_fingerprint,
+    label_fingerprint,
+)
 from bot.intake import PARSERS, PayloadError
+from bot.web.http import Rejected, check_token, decode_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -329,3 +337,69 @@ def test_all_problems_reported_but_capped():
     assert caught.value.problems[0] == "alerts[0].status: must be 'firing' or 'resolved'"
     assert caught.value.problems[-1] == "... and 10 more problems"
     assert len(caught.value.problems) == 21
+
+
+# -- Hostile values: normalised, never a refused batch (issue 10) --------------------
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": "b\\u0000c", "k\\u0000": 1}', {"a": "bc", "k": 1}),
+        (b'["\\ud800", "x\\udfffy", "\\ud83d\\ude00"]', ["\ufffd", "x\ufffdy", "\U0001F600"]),
+        ('["\ud800"]'.encode("utf-8", "surrogatepass"), ["\ufffd"]),
+        ('{"a": "\u00e9"}'.encode("utf-16"), {"a": "\u00e9"}),
+        (b'{"q": "' + b"[" * 1000 + b'"}', {"q": "[" * 1000}),  # brackets in a string
+        (b"[" * 64 + b"]" * 64, json.loads(b"[" * 64 + b"]" * 64)),
+    ],
+)
+def test_decoded_text_is_storable(body, expected):
+    assert decode_json(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"[" * 65 + b"]" * 65, "nested deeper than 64"),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested deeper than 64"),
+        (b'["\\"' + b"[" * 100 + b'"]' + b"[" * 100, "nested deeper than 64"),
+        (b"1" * 5000, "not valid JSON"),
+        (b"\xff\xfe\xfd", "not valid JSON"),
+        (b'{"a": 1', "not valid JSON"),
+    ],
+)
+def test_bodies_not_json_or_nested_too_deep_are_refused_400(body, problem):
+    with pytest.raises(Rejected) as refused:
+        decode_json(body)
+    assert refused.value.status == 400 and problem in str(refused.value)
+
+
+def test_two_tokens_are_each_accepted_and_anything_else_refused():
+    tokens = (b"old", b"new")
+    check_token("Bearer old", tokens)
+    check_token("Bearer new", tokens)
+    for wrong in ("Bearer other", "Bearer old,new", "", "old", "Bearer \u00e9"):
+        with pytest.raises(Rejected):
+            check_token(wrong, tokens)
+    check_token("", ())  # no token configured: open intake
+
+
+def test_a_fingerprint_longer_than_the_record_keeps_is_hashed_stably():
+    long = "f" * 129
+    (first,) = PARSERS["alertmanager"](am_payload(am_alert(fingerprint=long)))
+    (again,) = PARSERS["alertmanager"](am_payload(am_alert(fingerprint=long)))
+    assert first.fingerprint == again.fingerprint == alert_fingerprint(long, LABELS)
+    assert len(first.fingerprint) <= MAX_FINGERPRINT and first.fingerprint != long[:128]
+    assert alert_fingerprint("f" * 128, LABELS) == "f" * 128
+
+
+def test_a_huge_model_label_is_kept_whole_and_its_name_cut():
+    labels = {**LABELS, "model": "m" * 100_000}
+    (alert,) = PARSERS["alertmanager"](am_payload(am_alert(labels=labels)))
+    assert alert.labels["model"] == "m" * 100_000
+    assert alert.model is not None and len(alert.model) == MAX_NAME and alert.model[-1] == "…"
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_time_outside_what_utc_can_hold_is_unset_and_the_alert_kept(value):
+    (alert,) = PARSERS["alertmanager"](am_payload(am_alert(startsAt=value)))
+    assert alert.starts_at is None
