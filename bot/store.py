@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, true, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, true, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -625,6 +625,9 @@ def side_pages(incident: Incident, *, session: Session) -> list[dict[str, Any]]:
 # waiting to be woken matters more than a note or a Slack edit.
 TARGETS = ("pagerduty", "pagerduty_rest", "slack")
 _PRIOR = aliased(Delivery)
+# `state = 'pending'` written as a literal: only then may the database use the
+# partial index ix_delivery_pending, whose predicate it is.
+_IS_PENDING = Delivery.state == literal_column("'pending'")
 
 
 def _waits_for_prior(target: str) -> Any:
@@ -819,7 +822,7 @@ _PENDING_PAGES = (
            Incident.title, Incident.slack_channel_id, Incident.channel)
     .select_from(Delivery)
     .outerjoin(Incident, Incident.id == Delivery.incident_id)  # type: ignore[arg-type]
-    .where(Delivery.state == "pending", Delivery.target == "pagerduty",
+    .where(_IS_PENDING, Delivery.target == "pagerduty",
            Delivery.created_at <= bindparam("since"))
     .order_by(col(Delivery.created_at))
 )
@@ -921,11 +924,11 @@ def incident_counts(*, session: Session) -> dict[str, int]:
 
 
 _PENDING_OF = select(func.count(), func.min(Delivery.created_at)).where(
-    Delivery.state == "pending", Delivery.target == bindparam("target"))
+    _IS_PENDING, Delivery.target == bindparam("target"))
 _FAILED_OF = select(func.count()).where(Delivery.state == "failed",
                                         Delivery.target == bindparam("target"))
 _PAGES_OWED_SINCE = select(func.count()).where(
-    Delivery.state == "pending", Delivery.target == "pagerduty",
+    _IS_PENDING, Delivery.target == "pagerduty",
     Delivery.created_at <= bindparam("since"))
 
 
@@ -945,8 +948,7 @@ def outbox_stats(*, session: Session) -> dict[str, OutboxStats]:
         pending, oldest = session.exec(_PENDING_OF,  # type: ignore[call-overload]
                                        params={"target": target}).one()
         failed = session.exec(_FAILED_OF, params={"target": target}).one()  # type: ignore[call-overload]
-        stats[target] = OutboxStats(pending, failed[0] if isinstance(failed, tuple) else failed,
-                                    oldest)
+        stats[target] = OutboxStats(pending, failed, oldest)
     return stats
 
 
