@@ -9,10 +9,11 @@ on the incident's timeline). A delivery other than a page that is still failing
 after the retry budget is given up the same way; a page is retried for ever and,
 while it is, announced loudly in Slack (`domain.delivery`). Order is kept only
 where it matters (a trigger before its resolve, a Slack post before its updates
-and replies), so a stuck row holds back nothing else. Rows are leased while in flight, so several replicas can
-run dispatchers against one PostgreSQL database without sending twice; a lease
-outlives the longest possible attempt, and a crashed holder's lease simply
-expires, after which any replica (or the restarted process) takes the row.
+and replies), so a stuck row holds back nothing else. Rows are leased while in
+flight, so several replicas can run dispatchers against one PostgreSQL database
+without sending twice; a lease outlives the longest possible attempt, and a
+crashed holder's lease simply expires, after which any replica (or the restarted
+process) takes the row.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class Dispatcher:
         except RetryLater as exc:
             outcome = self._retry(delivery, exc)
         except Undeliverable as exc:
-            outcome = Outcome(delivery, "failed", str(exc))  # a page too: it never will be
+            outcome = Outcome(delivery, "failed", str(exc))  # a page too: retrying cannot help
         except Exception as exc:  # an unknown failure must not lose the delivery
             log.exception("delivery %s raised", delivery.id)
             outcome = self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
