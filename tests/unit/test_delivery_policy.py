@@ -128,3 +128,16 @@ def test_given_up_names_the_delivery_budget_and_reason():
 ])
 def test_schema_problem(stamped, problem):
     assert schema_problem(stamped, "0007", frozenset({"0001", "0005", "0007"})) == problem
+
+
+def test_settings_read_the_bots_durations_and_refuse_a_bad_mention():
+    from bot.settings import ConfigurationError, load_settings
+
+    settings = load_settings(delivery_retry_budget="1h30m", page_undelivered_alert_after="2s")
+    assert settings.delivery_retry_budget == timedelta(minutes=90)
+    assert settings.page_undelivered_alert_after == timedelta(seconds=2)
+    assert load_settings().delivery_retry_budget == DAY
+    with pytest.raises(ConfigurationError, match="PAGE_UNDELIVERED_MENTION"):
+        load_settings(page_undelivered_mention="<!channel>")
+    with pytest.raises(ConfigurationError, match="DELIVERY_RETRY_BUDGET"):
+        load_settings(delivery_retry_budget="soon")
