@@ -9,17 +9,47 @@ makes a commit durable before the webhook answers 2xx.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@cache
+def known_revisions() -> tuple[str, frozenset[str]]:
+    """This code's head revision, and every revision it knows."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    return script.get_current_head() or "", frozenset(r.revision for r in script.walk_revisions())
+
+
+def schema_problem(stamped: str | None, head: str, known: frozenset[str]) -> str | None:
+    """Why a database stamped `stamped` cannot serve this code, or None if it can.
+
+    A revision this code does not know was written by newer code (a rolling upgrade
+    in progress): its migrations only add, so this code still runs on it."""
+    if stamped is None:
+        return "the database has no schema yet"
+    if stamped != head and stamped in known:
+        return f"the schema is at revision {stamped}, older than {head}"
+    return None
 
 
 def redacted(url: str) -> str:
@@ -95,12 +125,23 @@ class Database:
             yield session
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration (safe to run from several replicas)."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        """Bring the schema to the newest migration (safe to run from several replicas).
+        A schema newer than this code (another replica's upgrade) is left as it is."""
+        config = _alembic_config()
         with self.writer.connect() as connection:
+            stamped = MigrationContext.configure(connection).get_current_revision()
+            connection.rollback()
+            if stamped is not None and stamped not in known_revisions()[1]:
+                log.warning("the database schema (revision %s) is newer than this code knows; "
+                            "not migrating", stamped)
+                return
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def schema_revision(self) -> str | None:
+        """The revision the database is stamped with; raises SQLAlchemyError if unreachable."""
+        with self.reader.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
 
     def jobstore_engine(self) -> Engine:
         """An engine for APScheduler's job store. On SQLite a connection of its own, so

@@ -18,8 +18,9 @@ from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
 from bot.clock import Clock, utcnow
 from bot.db import Database
-from bot.metrics import Metrics
-from bot.outbox import Backoff, Dispatcher
+from bot.domain.delivery import parse_mention
+from bot.metrics import Metrics, RecordSnapshot
+from bot.outbox import Backoff, Dispatcher, PageAlarm
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
 from bot.routing_file import load_routing
@@ -44,11 +45,21 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
                             default_channel=settings.slack_alert_channel,
                             pagerduty_notes=settings.pagerduty_api_token is not None)
 
-    def read_counts() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    def read_record() -> RecordSnapshot:
+        now = clock()
         with db.read() as session:
-            return store.incident_counts(session=session), store.delivery_counts(session=session)
+            outbox = store.outbox_stats(session=session)
+            return RecordSnapshot(
+                incidents=store.incident_counts(session=session),
+                pending={target: s.pending for target, s in outbox.items()},
+                failed={target: s.failed for target, s in outbox.items()},
+                oldest_pending_seconds={
+                    target: max(0.0, (now - s.oldest_pending).total_seconds())
+                    for target, s in outbox.items() if s.oldest_pending is not None},
+                pages_undelivered=store.pages_owed_since(
+                    session=session, since=now - settings.page_undelivered_alert_after))
 
-    metrics = Metrics(read_counts)
+    metrics = Metrics(read_record)
     runbooks = (load_runbooks(settings.oncall_runbooks) if settings.oncall_runbooks.is_dir()
                 else {})
     tls = client_ssl_context(settings.oncall_ca_bundle)
@@ -72,6 +83,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         runbooks=runbooks, intake_load=lambda: pipeline.load(),
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
+        budget=settings.delivery_retry_budget,
+        alarm=PageAlarm(after=settings.page_undelivered_alert_after,
+                        mention=parse_mention(settings.page_undelivered_mention),
+                        default_channel=settings.slack_alert_channel),
         # Longer than one attempt can take (each send is bounded by the timeout).
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )

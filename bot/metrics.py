@@ -8,6 +8,7 @@ same truth and nothing drifts after a restart.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -17,29 +18,51 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
                    30, 60, 300)
 
 
+# Every outbox target, so each series exists (at 0) before its first delivery.
+TARGETS = ("pagerduty", "pagerduty_rest", "slack")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSnapshot:
+    """What a scrape reads from the database."""
+
+    incidents: dict[str, int] = field(default_factory=dict)  # by state
+    pending: dict[str, int] = field(default_factory=dict)  # by target
+    failed: dict[str, int] = field(default_factory=dict)  # by target
+    oldest_pending_seconds: dict[str, float] = field(default_factory=dict)  # by target
+    pages_undelivered: int = 0  # pages PagerDuty has not taken past the alarm threshold
+
+
 class _RecordCollector(Collector):
-    def __init__(self, read_counts: Callable[[], tuple[dict[str, int],
-                                                       dict[tuple[str, str], int]]]) -> None:
-        self.read_counts = read_counts
+    def __init__(self, read: Callable[[], RecordSnapshot]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        incidents, deliveries = self.read_counts()
+        snapshot = self.read()
         by_state = GaugeMetricFamily("oncall_incidents", "Incidents by state", labels=["state"])
         for state in ("triggered", "acknowledged", "resolved"):
-            by_state.add_metric([state], incidents.get(state, 0))
+            by_state.add_metric([state], snapshot.incidents.get(state, 0))
         yield by_state
         owed = GaugeMetricFamily("oncall_deliveries", "Deliveries not yet sent, by target and "
-                                 "state (pending: owed, failed: refused for good)",
+                                 "state (pending: owed, failed: refused for good or given up)",
                                  labels=["target", "state"])
-        for target in ("pagerduty", "slack"):
-            for state in ("pending", "failed"):
-                owed.add_metric([target, state], deliveries.get((target, state), 0))
+        oldest = GaugeMetricFamily("oncall_delivery_oldest_pending_seconds",
+                                   "Age of the oldest pending delivery, by target (0: none)",
+                                   labels=["target"])
+        for target in TARGETS:
+            owed.add_metric([target, "pending"], snapshot.pending.get(target, 0))
+            owed.add_metric([target, "failed"], snapshot.failed.get(target, 0))
+            oldest.add_metric([target], snapshot.oldest_pending_seconds.get(target, 0.0))
         yield owed
+        yield oldest
+        yield GaugeMetricFamily("oncall_pages_undelivered",
+                                "Pages PagerDuty has not taken for PAGE_UNDELIVERED_ALERT_AFTER "
+                                "or longer (each is announced in Slack)",
+                                value=snapshot.pages_undelivered)
 
 
 class Metrics:
-    def __init__(self, read_counts: Callable[[], tuple[dict[str, int],
-                                                       dict[tuple[str, str], int]]]) -> None:
+    def __init__(self, read_record: Callable[[], RecordSnapshot]) -> None:
         self.registry = CollectorRegistry()
         self.alerts = Counter("oncall_alerts_received", "Alerts accepted, by source and status",
                               ["source", "status"], registry=self.registry)
@@ -53,9 +76,10 @@ class Metrics:
                                           "Time from a delivery being owed to it being sent",
                                           ["target"], buckets=LATENCY_BUCKETS,
                                           registry=self.registry)
-        self.attempts = Counter("oncall_delivery_attempts", "Delivery attempts by outcome",
+        self.attempts = Counter("oncall_delivery_attempts", "Delivery attempts by outcome "
+                                "(sent, retry, failed: refused, expired: out of retry budget)",
                                 ["target", "outcome"], registry=self.registry)
-        self.registry.register(_RecordCollector(read_counts))
+        self.registry.register(_RecordCollector(read_record))
 
     def delivery_outcome(self, target: str, outcome: str, age_seconds: float) -> None:
         self.attempts.labels(target, outcome).inc()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -90,6 +90,10 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_delivery_order", "incident_id", "target", "state", "id"),
         Index("ix_delivery_queue", "state", "target", "id", "next_attempt_at"),
+        # Only the pending rows, oldest first per target: what /metrics and the
+        # undelivered-page watch read, without touching the sent history.
+        Index("ix_delivery_pending", "target", "created_at",
+              postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -105,6 +109,7 @@ class Delivery(SQLModel, table=True):
     lease_until: datetime | None = None
     sent_at: datetime | None = None
     last_error: str | None = None
+    alerted_at: datetime | None = None  # a page: the last "PAGE NOT DELIVERED" about it
 
 
 class Silence(SQLModel, table=True):

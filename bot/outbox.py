@@ -1,15 +1,19 @@
-"""The dispatcher: delivers the outbox to PagerDuty and Slack, at least once, in order.
+"""The dispatcher: delivers the outbox to PagerDuty and Slack, at least once.
 
 Each delivery row was written in the same transaction as the incident change
 that owed it, so a crash loses nothing: on restart the rows are still pending.
 A row is marked sent only after the service accepted it; retries back off
 exponentially with jitter, a 429's Retry-After is honoured for the whole
 service, and a refusal that can never succeed marks the row failed (and says so
-on the incident's timeline). Deliveries of one incident to one service go
-strictly in order. Rows are leased while in flight, so several replicas can
-run dispatchers against one PostgreSQL database without sending twice; a lease
-outlives the longest possible attempt, and a crashed holder's lease simply
-expires, after which any replica (or the restarted process) takes the row.
+on the incident's timeline). A delivery other than a page that is still failing
+after the retry budget is given up the same way; a page is retried for ever and,
+while it is, announced loudly in Slack (`domain.delivery`). Order is kept only
+where it matters (a trigger before its resolve, a Slack post before its updates
+and replies), so a stuck row holds back nothing else. Rows are leased while in
+flight, so several replicas can run dispatchers against one PostgreSQL database
+without sending twice; a lease outlives the longest possible attempt, and a
+crashed holder's lease simply expires, after which any replica (or the restarted
+process) takes the row.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from sqlmodel import col, select
 from bot import store
 from bot.clock import Clock, utcnow
 from bot.db import Database
+from bot.domain.delivery import (
+    PAGE_ALERT_REPEAT,
+    expired,
+    given_up,
+    loud_channels,
+    loud_message,
+)
 from bot.domain.messages import (
     IncidentView,
     RunStepView,
@@ -63,6 +74,21 @@ class Backoff:
     cap: float
 
 
+@dataclass(frozen=True, slots=True)
+class PageAlarm:
+    """When and how an undelivered page is announced in Slack."""
+
+    after: timedelta  # undelivered this long: announced
+    mention: str  # Slack mrkdwn: <!here> or <!subteam^S…>
+    default_channel: str  # for a page whose incident names no channel
+
+    @property
+    def check_seconds(self) -> float:
+        """How often the outbox looks for overdue pages: the alarm comes at most this
+        late, and the look is one read of the pending pages' index."""
+        return min(self.after.total_seconds() / 10, 15.0)
+
+
 def incident_view(incident: Incident, alerts: store.AlertSummary, *,
                   can_roll_back: bool = False) -> IncidentView:
     annotations = alerts.annotations
@@ -97,8 +123,13 @@ class Dispatcher:
     def __init__(self, db: Database, *, pager: Pager | None, chat: Chat | None,
                  notes: Notes | None, backoff: Backoff, poll_seconds: float, lease: timedelta,
                  metrics: Metrics, runbooks: Mapping[str, Runbook],
+                 budget: timedelta = timedelta(hours=24), alarm: PageAlarm | None = None,
                  clock: Clock = utcnow, intake_load: Callable[[], float] = lambda: 0.0) -> None:
+        """`budget`: how long a delivery other than a page is retried before it is given
+        up. `alarm`: announce undelivered pages in Slack (None: they are only counted)."""
         self.db = db
+        self.budget = budget
+        self.alarm = alarm
         self.pager = pager
         self.chat = chat
         self.notes = notes
@@ -137,6 +168,10 @@ class Dispatcher:
             # a process that is gone, and its deliveries need not wait it out.
             await to_thread.run_sync(self._release_leases)
         recorder = asyncio.create_task(self._record_outcomes(), name="outbox-recorder")
+        watchers = [recorder]
+        if self.alarm is not None and self.chat is not None:
+            watchers.append(asyncio.create_task(self._watch_pages(self.alarm),
+                                                name="outbox-page-alarm"))
         self._running = True
         try:
             await claim_and_run(claim=self._claim, handle=self._deliver, in_flight=self._in_flight,
@@ -144,8 +179,9 @@ class Dispatcher:
                                 poll_seconds=self.poll_seconds, what="deliveries")
         finally:
             self._running = False
-            recorder.cancel()
-            await asyncio.gather(recorder, return_exceptions=True)
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
 
     def _release_leases(self) -> None:
         with self.db.write() as session:
@@ -181,7 +217,7 @@ class Dispatcher:
         except RetryLater as exc:
             outcome = self._retry(delivery, exc)
         except Undeliverable as exc:
-            outcome = Outcome(delivery, "failed", str(exc))
+            outcome = Outcome(delivery, "failed", str(exc))  # a page too: retrying cannot help
         except Exception as exc:  # an unknown failure must not lose the delivery
             log.exception("delivery %s raised", delivery.id)
             outcome = self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
@@ -271,6 +307,12 @@ class Dispatcher:
             return found[0], found[1], syncs
 
     def _retry(self, delivery: Delivery, exc: RetryLater) -> Outcome:
+        now = self.clock()
+        if expired(delivery.target, delivery.created_at, now, self.budget):
+            log.warning("delivery %s (%s %s) given up after %s: %s", delivery.id,
+                        delivery.target, delivery.action, self.budget, exc)
+            return Outcome(delivery, "expired",
+                           given_up(delivery.target, delivery.action, self.budget, str(exc)))
         delay = exc.after if exc.after is not None else backoff(
             delivery.attempts + 1, base=self.backoff.base, cap=self.backoff.cap)
         if exc.whole_target:
@@ -278,8 +320,7 @@ class Dispatcher:
                                               time.monotonic() + delay)
         log.warning("delivery %s (%s %s) will be retried in %.1fs: %s", delivery.id,
                     delivery.target, delivery.action, delay, exc)
-        return Outcome(delivery, "retry", str(exc),
-                        retry_at=self.clock() + timedelta(seconds=delay))
+        return Outcome(delivery, "retry", str(exc), retry_at=now + timedelta(seconds=delay))
 
     async def _record_outcomes(self) -> None:
         """Write outcomes in batches; keeps trying while the database is down, since a
@@ -303,4 +344,36 @@ class Dispatcher:
 
     def _write_outcomes(self, batch: list[Outcome]) -> None:
         with self.db.write() as session:
-            store.record_outcomes(batch, session=session, now=self.clock())
+            store.record_outcomes(batch, session=session, now=self.clock(),
+                                  notify=self.chat is not None)
+
+    async def _watch_pages(self, alarm: PageAlarm) -> None:
+        """Announce overdue pages until cancelled. Read from the outbox rows, so it
+        works while PagerDuty is down and across restarts; each announcement is
+        recorded on the rows, so replicas do not announce one twice."""
+        while True:
+            try:
+                if await to_thread.run_sync(self._announce_overdue_pages, alarm):
+                    self._wake.set()
+            except Exception:
+                log.exception("could not check for undelivered pages; retrying")
+            await asyncio.sleep(alarm.check_seconds)
+
+    def _announce_overdue_pages(self, alarm: PageAlarm) -> bool:
+        now = self.clock()
+        with self.db.read() as session:
+            pages = store.pending_pages(session=session, since=now - alarm.after,
+                                        default_channel=alarm.default_channel)
+        owed = loud_channels(pages, now, after=alarm.after)
+        if not owed:
+            return False
+        announced = False
+        with self.db.write() as session:
+            for channel, listed in owed.items():
+                text = loud_message(listed, now, mention=alarm.mention)
+                if store.announce_pages(channel, listed, text, session=session, now=now,
+                                        repeat=PAGE_ALERT_REPEAT):
+                    log.error("%d page(s) not taken by PagerDuty; announced in %s",
+                              len(listed), channel)
+                    announced = True
+        return announced

@@ -7,10 +7,14 @@ they never show in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.domain.delivery import parse_mention
+from bot.domain.durations import parse_duration
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -61,6 +65,12 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A delivery other than a page still failing after this long is given up (90s, 24h, 2d).
+    delivery_retry_budget: timedelta = timedelta(hours=24)
+    # A page PagerDuty has not taken for this long is announced loudly in Slack,
+    # mentioning `here` or a user group (S0123ABC), and again every 15 minutes.
+    page_undelivered_alert_after: timedelta = timedelta(minutes=5)
+    page_undelivered_mention: str = "here"
     # How often the timer-running process reconciles timers with the incidents.
     timer_reconcile_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
@@ -118,6 +128,24 @@ class Settings(BaseSettings):
         if value is not None and not 1 <= len(cls.id_list(value.get_secret_value())) <= 2:
             raise ValueError("must hold one token, or two separated by a comma")
         return value
+
+    @field_validator("delivery_retry_budget", "page_undelivered_alert_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("delivery_retry_budget", "page_undelivered_alert_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration like 90s, 5m or 24h")
+        return value
+
+    @field_validator("page_undelivered_mention")
+    @classmethod
+    def _mention(cls, value: str) -> str:
+        parse_mention(value)
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

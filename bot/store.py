@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, true, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.delivery import WAITS, PendingPage, failure_notice
 from bot.domain.durations import format_duration
 from bot.domain.escalation import flapping
 from bot.domain.incident import (
@@ -624,23 +625,57 @@ def side_pages(incident: Incident, *, session: Session) -> list[dict[str, Any]]:
 # waiting to be woken matters more than a note or a Slack edit.
 TARGETS = ("pagerduty", "pagerduty_rest", "slack")
 _PRIOR = aliased(Delivery)
-_DUE = (
-    select(Delivery)
-    .where(
-        Delivery.state == "pending",
-        Delivery.target == bindparam("target"),
-        Delivery.next_attempt_at <= bindparam("now"),
-        (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
-        ~select(_PRIOR.id).where(
-            _PRIOR.incident_id == Delivery.incident_id,
-            _PRIOR.target == Delivery.target,
-            _PRIOR.state == "pending",
-            _PRIOR.id < Delivery.id,
-        ).exists(),
+# `state = 'pending'` written as a literal: only then may the database use the
+# partial index ix_delivery_pending, whose predicate it is.
+_IS_PENDING = Delivery.state == literal_column("'pending'")
+
+
+def _waits_for_prior(target: str) -> Any:
+    """`delivery.WAITS` for one target as SQL: true when an earlier pending delivery
+    holds this one back (see `delivery.may_go`, the same rule over rows)."""
+    posted = select(Incident.id).where(Incident.id == Delivery.incident_id,
+                                       col(Incident.slack_ts).is_not(None)
+                                       ).correlate(Delivery).exists()
+    rules = []
+    for rule in WAITS:
+        if rule.target != target:
+            continue
+        terms = [true()]
+        if rule.later is not None:
+            terms.append(Delivery.action == rule.later)
+        if rule.earlier is not None:
+            terms.append(_PRIOR.action == rule.earlier)
+        if rule.until_posted:
+            terms.append(~posted)
+        rules.append(and_(*terms))
+    if not rules:
+        return None
+    return select(_PRIOR.id).where(
+        _PRIOR.incident_id == Delivery.incident_id,
+        _PRIOR.target == Delivery.target,
+        _PRIOR.state == "pending",
+        _PRIOR.id < Delivery.id,
+        or_(*rules),
+    ).exists()
+
+
+def _due(target: str) -> Any:
+    held_back = _waits_for_prior(target)
+    return (
+        select(Delivery)
+        .where(
+            Delivery.state == "pending",
+            Delivery.target == target,
+            Delivery.next_attempt_at <= bindparam("now"),
+            (col(Delivery.lease_until).is_(None)) | (col(Delivery.lease_until) < bindparam("now")),
+            *([] if held_back is None else [~held_back]),
+        )
+        .order_by(col(Delivery.id))
+        .limit(bindparam("limit"))
     )
-    .order_by(col(Delivery.id))
-    .limit(bindparam("limit"))
-)
+
+
+_DUE = {target: _due(target) for target in TARGETS}
 _LEASE = (
     update(_DELIVERY)
     .where(
@@ -657,11 +692,11 @@ def due_deliveries(
     *, session: Session, now: datetime, limit: int, held: Sequence[str] = (),
     caps: Mapping[str, int] | None = None,
 ) -> list[Delivery]:
-    """The due deliveries that are next in line for their incident and target.
+    """The due deliveries that no earlier pending one of their incident holds back.
 
-    Deliveries of one incident to one target go strictly in order (a trigger
-    before its resolve, the first Slack post before any update), so a delivery
-    is only due when no earlier one for the same pair is still pending. Each
+    Order is kept only where it matters (`delivery.WAITS`): a page waits for the
+    incident's earlier pages (a trigger before its resolve), a Slack update for
+    the post before it, a thread reply for the post it goes under. Each
     target's queue is read in id order (ix_delivery_queue) up to the limit, so a
     backlog costs a claim nothing. `caps` bounds what one target may take of
     `limit`. A read: the caller leases what it wants with `lease_deliveries`, so
@@ -671,8 +706,8 @@ def due_deliveries(
     for target in TARGETS:
         wanted = min(limit - len(due), (caps or {}).get(target, limit))
         if target not in held and wanted > 0:
-            due += session.exec(_DUE, params={  # type: ignore[call-overload]
-                "target": target, "now": now, "limit": wanted}).all()
+            due += session.exec(_DUE[target], params={  # type: ignore[call-overload]
+                "now": now, "limit": wanted}).all()
     return due
 
 
@@ -700,7 +735,7 @@ class Outcome:
     """What became of one delivery attempt."""
 
     delivery: Delivery
-    outcome: str  # sent | failed (for good) | retry (at retry_at)
+    outcome: str  # sent | failed (refused for good) | expired (out of budget) | retry (at retry_at)
     error: str | None = None
     retry_at: datetime | None = None
     coalesced: list[int] = field(default_factory=list)  # owed syncs the sent message satisfied
@@ -730,15 +765,24 @@ _RUN = RunbookRun.__table__  # type: ignore[attr-defined]
 _RUN_MESSAGE = update(_RUN).where(_RUN.c.id == bindparam("run_id")).values(slack_ts=bindparam("ts"))
 
 
-def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datetime) -> None:
+_STATE_AFTER = {"sent": "sent", "failed": "failed", "expired": "failed"}
+
+
+def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datetime,
+                    notify: bool = False) -> None:
     """Record delivery attempts, a statement per kind for the whole batch: an attempt
-    that is not recorded as sent would be sent again, and these writes are frequent."""
+    that is not recorded as sent would be sent again, and these writes are frequent.
+
+    A delivery that failed for good goes on its incident's timeline; with `notify`
+    (Slack is configured), a failed page or PagerDuty note is also said in the
+    incident's thread. A failed Slack delivery is not: saying so would take another
+    Slack delivery, which could fail in turn."""
     finished, coalesced, messages, runs, timeline = [], [], [], [], []
     for item in outcomes:
         delivery = item.delivery
         finished.append({
             "delivery_id": delivery.id, "error": item.error,
-            "new_state": {"sent": "sent", "failed": "failed"}.get(item.outcome, "pending"),
+            "new_state": _STATE_AFTER.get(item.outcome, "pending"),
             "sent": now if item.outcome == "sent" else None,
             "retry_at": (item.retry_at or now) if item.outcome == "retry" else None})
         coalesced += [{"sync_id": sync_id, "into": delivery.id, "sent": now,
@@ -755,10 +799,15 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
             kind = "paged" if delivery.action == "trigger" else f"pagerduty_{delivery.action}"
             timeline.append({"incident_id": delivery.incident_id, "at": now, "actor": "bot",
                              "kind": kind, "detail": f"PagerDuty {delivery.action} accepted"})
-        elif item.outcome == "failed":
+        elif item.outcome in ("failed", "expired"):
+            detail = (item.error if item.outcome == "expired"
+                      else f"{delivery.target} {delivery.action} refused: {item.error}")
             timeline.append({"incident_id": delivery.incident_id, "at": now, "actor": "bot",
-                             "kind": "delivery_failed",
-                             "detail": f"{delivery.target} {delivery.action} refused: {item.error}"})
+                             "kind": "delivery_failed", "detail": detail})
+            if notify and delivery.target != "slack":
+                session.add(Delivery(incident_id=delivery.incident_id, target="slack",
+                                     action="reply", payload={"text": failure_notice(detail)},
+                                     created_at=now, next_attempt_at=now))
     connection = session.connection()
     for statement, rows in ((_FINISH, finished), (_COALESCE, coalesced),
                             (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs)):
@@ -766,6 +815,55 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
             connection.execute(statement, rows)
     if timeline:
         session.execute(insert(TimelineEntry), timeline)
+
+
+_PENDING_PAGES = (
+    select(Delivery.id, Delivery.incident_id, Delivery.created_at, Delivery.alerted_at,
+           Incident.title, Incident.slack_channel_id, Incident.channel)
+    .select_from(Delivery)
+    .outerjoin(Incident, Incident.id == Delivery.incident_id)  # type: ignore[arg-type]
+    .where(_IS_PENDING, Delivery.target == "pagerduty",
+           Delivery.created_at <= bindparam("since"))
+    .order_by(col(Delivery.created_at))
+)
+_ANNOUNCED = (
+    update(_DELIVERY)
+    .where(_DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+           _DELIVERY.c.state == "pending",
+           _DELIVERY.c.alerted_at.is_(None) | (_DELIVERY.c.alerted_at <= bindparam("cutoff")))
+    .values(alerted_at=bindparam("now"))
+    .returning(_DELIVERY.c.id)
+)
+
+
+def pending_pages(*, session: Session, since: datetime, default_channel: str) -> list[PendingPage]:
+    """Pages owed since `since` or earlier and not yet taken by PagerDuty, oldest first
+    (read from the pending rows' own index)."""
+    rows = session.exec(_PENDING_PAGES, params={"since": since}).all()  # type: ignore[call-overload]
+    return [PendingPage(delivery_id=id_, incident_id=incident_id,
+                        title=title or "a page", channel=channel_id or channel or default_channel,
+                        created_at=created_at, alerted_at=alerted_at)
+            for id_, incident_id, created_at, alerted_at, title, channel_id, channel in rows]
+
+
+def announce_pages(channel: str, pages: Sequence[PendingPage], text: str, *, session: Session,
+                   now: datetime, repeat: timedelta) -> bool:
+    """Owe `text` to `channel` about `pages` and mark them announced, unless another
+    process announced them since they were read (then nothing is written)."""
+    taken = session.connection().execute(_ANNOUNCED, {
+        "ids": [p.delivery_id for p in pages], "cutoff": now - repeat, "now": now}).scalars()
+    if not list(taken):
+        return False
+    session.connection().execute(update(_DELIVERY).where(
+        _DELIVERY.c.id.in_([p.delivery_id for p in pages])).values(alerted_at=now))
+    session.add(Delivery(incident_id=None, target="slack", action="post",
+                         payload={"channel": channel, "text": text}, created_at=now,
+                         next_attempt_at=now))
+    for incident_id in sorted({p.incident_id for p in pages if p.incident_id is not None}):
+        session.add(TimelineEntry(incident_id=incident_id, at=now, actor="bot",
+                                  kind="page_undelivered",
+                                  detail=f"PagerDuty has not taken the page; said so in {channel}"))
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,10 +923,35 @@ def incident_counts(*, session: Session) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
-def delivery_counts(*, session: Session) -> dict[tuple[str, str], int]:
-    rows = session.exec(
-        select(Delivery.target, Delivery.state, func.count())
-        .where(Delivery.state != "sent")
-        .group_by(Delivery.target, Delivery.state)
-    ).all()
-    return {(target, state): count for target, state, count in rows}
+_PENDING_OF = select(func.count(), func.min(Delivery.created_at)).where(
+    _IS_PENDING, Delivery.target == bindparam("target"))
+_FAILED_OF = select(func.count()).where(Delivery.state == "failed",
+                                        Delivery.target == bindparam("target"))
+_PAGES_OWED_SINCE = select(func.count()).where(
+    _IS_PENDING, Delivery.target == "pagerduty",
+    Delivery.created_at <= bindparam("since"))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    failed: int
+    oldest_pending: datetime | None
+
+
+def outbox_stats(*, session: Session) -> dict[str, OutboxStats]:
+    """Per target: pending and failed counts and the oldest pending delivery. Each is
+    an indexed aggregate over that target's pending (ix_delivery_pending) or failed
+    (ix_delivery_queue) rows, never over the sent history."""
+    stats = {}
+    for target in TARGETS:
+        pending, oldest = session.exec(_PENDING_OF,  # type: ignore[call-overload]
+                                       params={"target": target}).one()
+        failed = session.exec(_FAILED_OF, params={"target": target}).one()  # type: ignore[call-overload]
+        stats[target] = OutboxStats(pending, failed, oldest)
+    return stats
+
+
+def pages_owed_since(*, session: Session, since: datetime) -> int:
+    """How many pages, owed at `since` or earlier, PagerDuty has not taken."""
+    return session.exec(_PAGES_OWED_SINCE, params={"since": since}).one()  # type: ignore[call-overload]

@@ -1,32 +1,44 @@
-"""GET /healthz (liveness plus a database check) and GET /metrics (Prometheus text)."""
+"""GET /healthz (the process answers), GET /readyz (it can serve: the database answers
+and its schema is one this code runs on) and GET /metrics (Prometheus text).
+
+Kubernetes restarts a pod whose liveness probe fails and only stops routing to one
+whose readiness probe fails: a database blip must do the latter, never the former.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.db import Database
+from bot.db import Database, known_revisions, schema_problem
 from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 def register(app: FastAPI, *, db: Database, metrics: Metrics) -> None:
-    def database_ok() -> bool:
+    def not_ready() -> str | None:
         try:
-            with db.read() as session:
-                session.exec(text("SELECT 1"))  # type: ignore[call-overload]
-            return True
-        except SQLAlchemyError:
-            return False
+            stamped = db.schema_revision()
+        except SQLAlchemyError as exc:
+            log.warning("readiness: the database does not answer: %s", type(exc).__name__)
+            return "database unavailable"
+        head, known = known_revisions()
+        return schema_problem(stamped, head, known)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        ok = await to_thread.run_sync(database_ok)
-        return JSONResponse({"status": "ok" if ok else "database unavailable"},
-                            status_code=200 if ok else 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        problem = await to_thread.run_sync(not_ready)
+        return JSONResponse({"status": problem or "ok"}, status_code=503 if problem else 200)
 
     @app.get("/metrics")
     async def scrape() -> Response:

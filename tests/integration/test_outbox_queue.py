@@ -15,7 +15,7 @@ from bot.adapters.slack import SlackChat
 from bot.clock import utcnow
 from bot.db import Database
 from bot.intake import PARSERS
-from bot.metrics import Metrics
+from bot.metrics import Metrics, RecordSnapshot
 from bot.models import Delivery
 from bot.outbox import Backoff, Dispatcher
 from bot.pipeline import Pipeline
@@ -157,7 +157,7 @@ def test_slack_trickles_while_intake_is_saturated_and_drains_after(database_url,
         chat.start()
         dispatcher = Dispatcher(db, pager=None, chat=chat, notes=None, backoff=Backoff(1, 5),
                                 poll_seconds=0.2, lease=timedelta(seconds=30),
-                                metrics=Metrics(lambda: ({}, {})), runbooks={},
+                                metrics=Metrics(RecordSnapshot), runbooks={},
                                 intake_load=lambda: load["value"])
         task = asyncio.create_task(dispatcher.run())
         try:

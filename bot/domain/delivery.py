@@ -1,0 +1,158 @@
+"""What the outbox decides, as plain functions of rows and `now`.
+
+A page (PagerDuty Events: trigger, acknowledge, resolve) is retried until
+PagerDuty takes it, and is made loud in Slack while it is not taken; everything
+else gives up after a retry budget, so that one poison row cannot hold back its
+incident for ever. Deliveries wait for earlier ones only where order matters:
+a page for the page before it (a trigger before its resolve), and a Slack
+message for the post it updates or replies under.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.domain.durations import format_duration
+from bot.domain.messages import mrkdwn
+
+# How often a page that stays undelivered is announced again.
+PAGE_ALERT_REPEAT = timedelta(minutes=15)
+# At most this many incidents are named in one loud message; the rest are counted.
+_LOUD_NAMED = 10
+
+
+def is_page(target: str) -> bool:
+    return target == "pagerduty"
+
+
+def expired(target: str, created_at: datetime, now: datetime, budget: timedelta) -> bool:
+    """True once a delivery other than a page has been owed for `budget` or longer."""
+    return not is_page(target) and now - created_at >= budget
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Within one incident and target, a pending `later` delivery waits for an earlier
+    pending `earlier` one (None: any action); with `until_posted`, only while the
+    incident has no Slack message yet."""
+
+    target: str
+    later: str | None
+    earlier: str | None
+    until_posted: bool = False
+
+
+# Every ordering the outbox keeps; anything not listed goes in any order.
+# PagerDuty REST notes wait for nothing (a note's page is found by its key, and a
+# note that finds none retries until its budget ends).
+WAITS: tuple[Wait, ...] = (
+    Wait("pagerduty", None, None),  # a trigger before its acknowledge and resolve
+    Wait("slack", "sync", "sync"),  # the post before its updates, the updates in order
+    Wait("slack", "reply", "sync", until_posted=True),  # replies go under the post
+    Wait("slack", "run_sync", "sync", until_posted=True),
+    Wait("slack", "run_sync", "run_sync"),  # a run's reply before its edits
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A pending delivery as ordering sees it."""
+
+    id: int
+    incident_id: int | None
+    target: str
+    action: str
+
+
+def must_wait(later: Queued, earlier: Queued, *, posted: bool) -> bool:
+    """Whether `later` may not go while `earlier` is pending; `posted`: the incident
+    already has its Slack message."""
+    if (later.incident_id is None or later.incident_id != earlier.incident_id
+            or later.target != earlier.target or earlier.id >= later.id):
+        return False
+    return any(rule.target == later.target and rule.later in (None, later.action)
+               and rule.earlier in (None, earlier.action)
+               and not (rule.until_posted and posted) for rule in WAITS)
+
+
+def may_go(pending: Sequence[Queued], *, posted: Iterable[int] = ()) -> list[Queued]:
+    """The pending deliveries that no earlier pending one holds back; `posted`: the
+    incidents that have their Slack message. The store's claim query is this filter
+    written in SQL (see `store.due_deliveries`)."""
+    has_message = set(posted)
+    return [row for row in pending
+            if not any(must_wait(row, other, posted=row.incident_id in has_message)
+                       for other in pending)]
+
+
+# --- undelivered pages ------------------------------------------------------
+
+_USERGROUP = re.compile(r"S[A-Z0-9]{2,20}")
+
+
+def parse_mention(value: str) -> str:
+    """`here`, or a Slack user-group ID (S0123…), as Slack mrkdwn; raises ValueError."""
+    cleaned = value.strip()
+    if cleaned.lower() == "here":
+        return "<!here>"
+    if _USERGROUP.fullmatch(cleaned):
+        return f"<!subteam^{cleaned}>"
+    raise ValueError(f"{value!r} is neither `here` nor a Slack user-group ID like S0123ABC")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPage:
+    """A page not yet taken by PagerDuty, with what the loud message names."""
+
+    delivery_id: int
+    incident_id: int | None
+    title: str
+    channel: str
+    created_at: datetime
+    alerted_at: datetime | None  # the last loud message about it, if any
+
+
+def loud_channels(pages: Sequence[PendingPage], now: datetime, *, after: timedelta,
+                  repeat: timedelta = PAGE_ALERT_REPEAT) -> dict[str, list[PendingPage]]:
+    """The channels owed a loud message now, each with every overdue page it names.
+
+    A page is overdue once undelivered for `after`. A channel is owed a message when
+    one of its overdue pages was never announced, or last announced `repeat` ago;
+    the message then names all its overdue pages, so they are announced together."""
+    overdue: dict[str, list[PendingPage]] = {}
+    for page in pages:
+        if now - page.created_at >= after:
+            overdue.setdefault(page.channel, []).append(page)
+    return {channel: listed for channel, listed in overdue.items()
+            if any(p.alerted_at is None or now - p.alerted_at >= repeat for p in listed)}
+
+
+def loud_message(pages: Sequence[PendingPage], now: datetime, *, mention: str) -> str:
+    """The "PAGE NOT DELIVERED" text; `mention` is already Slack mrkdwn (parse_mention)."""
+    oldest = format_duration(now - min(p.created_at for p in pages))
+    by_incident: dict[int | None, PendingPage] = {}
+    for page in sorted(pages, key=lambda p: p.created_at):
+        by_incident.setdefault(page.incident_id, page)
+    named = [f"• #{p.incident_id} {mrkdwn(p.title)}" if p.incident_id is not None
+             else f"• {mrkdwn(p.title)}" for p in list(by_incident.values())[:_LOUD_NAMED]]
+    more = len(by_incident) - len(named)
+    lines = [f":rotating_light: *PAGE NOT DELIVERED* {mention}: PagerDuty has not taken "
+             f"{len(pages)} page{'s' if len(pages) != 1 else ''} for {oldest}. "
+             "Nobody has been woken: page the on-call by hand.", *named]
+    if more:
+        lines.append(f"…and {more} more incident{'s' if more != 1 else ''}")
+    return "\n".join(lines)
+
+
+def given_up(target: str, action: str, budget: timedelta, error: str | None) -> str:
+    """Timeline detail and thread reply for a delivery that ran out of its budget."""
+    return (f"gave up on {target} {action} after {format_duration(budget)}: "
+            f"{error or 'no answer'}")
+
+
+def failure_notice(detail: str) -> str:
+    """The thread reply for a delivery that failed for good (`detail` as on the timeline)."""
+    return f":warning: Not delivered: {mrkdwn(detail)}"
