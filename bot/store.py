@@ -28,6 +28,7 @@ from bot.domain.incident import (
     owed_for_change,
 )
 from bot.domain.matchers import Matcher, match_all
+from bot.domain.messages import MESSAGE_TEXT, cut, md
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import Route, RoutingConfig, Tier
 from bot.models import (
@@ -139,8 +140,8 @@ def _payload(incident: Incident, item: Owed, reply: str | None) -> dict[str, Any
                 source=incident.source,
             )
         return body
-    if item.action == "reply":
-        return {"text": reply or ""}
+    if item.action == "reply":  # escaped here unless built with md, and cut to Slack's limit
+        return {"text": cut(reply or "", MESSAGE_TEXT)}
     return {}
 
 
@@ -380,7 +381,8 @@ class _Batch:
             incident.alert_count += 1
             if incident.alert_count > 1:
                 self.timeline(incident, "alert_joined", _describe(alert), alert.source)
-                self.owe(incident, "joined", reply=f"Another alert joined: {_describe(alert)}")
+                self.owe(incident, "joined", reply=md("Another alert joined: {:.1500}",
+                                                        _describe(alert)))
         elif occurrence.status == AlertStatus.RESOLVED.value:
             occurrence.status = AlertStatus.FIRING.value
             occurrence.starts_at = alert.starts_at or occurrence.starts_at
@@ -388,7 +390,7 @@ class _Batch:
             occurrence.touched = True
             if incident.id not in self.reopened:
                 self.timeline(incident, "alert_refired", _describe(alert), alert.source)
-                self.owe(incident, "refired", reply=f"Fired again: {_describe(alert)}")
+                self.owe(incident, "refired", reply=md("Fired again: {:.1500}", _describe(alert)))
             self.promote_if_flapping(incident)
         else:
             occurrence.repeats += 1
@@ -516,7 +518,7 @@ class _Batch:
             self.load_occurrences([incident.id])  # type: ignore[list-item]
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
-        self.owe(incident, "reopened", reply=f"Reopened: {_describe(alert)}")
+        self.owe(incident, "reopened", reply=md("Reopened: {:.1500}", _describe(alert)))
         self.promote_if_flapping(incident)
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
@@ -597,7 +599,7 @@ def promote(incident: Incident, reason: str, *, session: Session, policy: Delive
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
     owe(incident, "promoted", session=session, policy=policy, now=now,
-        reply=f"Promoted to L1 and paged: {reason}.")
+        reply=md("Promoted to L1 and paged: {:.500}.", reason))
 
 
 def side_page(incident: Incident, suffix: str, routing_key_env: str,
