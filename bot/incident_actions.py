@@ -17,7 +17,7 @@ from bot import store
 from bot.domain.durations import format_duration
 from bot.domain.escalation import IncidentClock, TimerKind, due
 from bot.domain.incident import Action, IncidentState, TransitionError, group_hash, transition
-from bot.domain.messages import Mrkdwn, actor_mrkdwn, group_mention, md, mrkdwn
+from bot.domain.messages import Mrkdwn, actor_mrkdwn, group_mention, md, mrkdwn, thread_reply
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import RoutingConfig, Team, Tier
 from bot.models import Delivery, Incident, TimelineEntry
@@ -79,7 +79,7 @@ def acknowledge(incident: Incident, *, session: Session, policy: DeliveryPolicy,
     store.add_timeline(incident, "acknowledged", f"acknowledged via {actor.via}",
                        session=session, actor=actor.id, now=now)
     store.owe(incident, "acknowledged", session=session, policy=policy, now=now,
-              reply=md("Acknowledged by {} via {}.", actor.mention, actor.via),
+              reply=thread_reply("acknowledged", actor=actor.mention, via=actor.via),
               from_pager=actor.via == "pagerduty")
     return Done(incident.id, True, f"Acknowledged incident #{incident.id}.")  # type: ignore[arg-type]
 
@@ -91,8 +91,8 @@ def resolve(incident: Incident, *, session: Session, policy: DeliveryPolicy, now
     detail = f"resolved via {actor.via}" + (f": {note}" if note else "")
     store.resolve(incident, session=session, policy=policy, now=now, actor=actor.id,
                   detail=detail, from_pager=actor.via == "pagerduty",
-                  reply=md("Resolved by {} via {}.{}", actor.mention, actor.via,
-                           md(" Note: {:.3000}", note) if note else ""))
+                  reply=thread_reply("resolved_with_note" if note else "resolved",
+                                     actor=actor.mention, via=actor.via, note=note))
     return Done(incident.id, True, f"Resolved incident #{incident.id}.")  # type: ignore[arg-type]
 
 
@@ -100,7 +100,7 @@ def add_note(incident: Incident, text: str, *, session: Session, policy: Deliver
              now: datetime, actor: Actor) -> Done:
     store.add_timeline(incident, "note", text, session=session, actor=actor.id, now=now)
     store.owe(incident, "noted", session=session, policy=policy, now=now,
-              reply=md("Note from {}: {:.3500}", actor.mention, text))
+              reply=thread_reply("note", actor=actor.mention, text=text))
     return Done(incident.id, True, f"Noted on incident #{incident.id}.")  # type: ignore[arg-type]
 
 
@@ -163,7 +163,7 @@ def escalate(incident: Incident, *, team: Team | None, team_pageable: bool, sess
     store.add_timeline(incident, "escalated", f"L2 escalation to {team.name}: {how}",
                        session=session, actor=actor.id, now=now)
     store.owe(incident, "escalated", session=session, policy=policy, now=now,
-              reply=md("Escalated to model owner {} by {}: {}.", team.name, actor.mention, how))
+              reply=thread_reply("escalated", team=team.name, actor=actor.mention, how=how))
     return Done(incident.id, True, f"Escalated incident #{incident.id} to {team.name}.")  # type: ignore[arg-type]
 
 
@@ -234,7 +234,7 @@ def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, ses
         store.add_timeline(incident, kind.value, f"not acknowledged after {waited}: {how}",
                            session=session, actor=BOT.id, now=now)
         store.owe(incident, "noted", session=session, policy=policy, now=now,
-                  reply=md(":alarm_clock: Not acknowledged after {}: {}.", waited, how))
+                  reply=thread_reply("not_acknowledged", waited=waited, how=how))
     elif kind is TimerKind.PROMOTE:
         store.add_timeline(incident, kind.value, "still open", session=session, actor=BOT.id,
                            now=now)
@@ -246,6 +246,5 @@ def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, ses
         store.add_timeline(incident, kind.value, f"still open {since} after acknowledgement",
                            session=session, actor=BOT.id, now=now)
         store.owe(incident, "noted", session=session, policy=policy, now=now,
-                  reply=md("{}: incident #{} is still open, {} after you acknowledged it.",
-                           who, incident.id, since))
+                  reply=thread_reply("still_open", who=who, id=incident.id, since=since))
     return f"{kind.value} acted on"

@@ -28,7 +28,7 @@ from bot.domain.incident import (
     owed_for_change,
 )
 from bot.domain.matchers import Matcher, match_all
-from bot.domain.messages import MESSAGE_TEXT, cut, md
+from bot.domain.messages import MESSAGE_TEXT, cut, thread_reply
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import Route, RoutingConfig, Tier
 from bot.models import (
@@ -381,8 +381,8 @@ class _Batch:
             incident.alert_count += 1
             if incident.alert_count > 1:
                 self.timeline(incident, "alert_joined", _describe(alert), alert.source)
-                self.owe(incident, "joined", reply=md("Another alert joined: {:.1500}",
-                                                        _describe(alert)))
+                self.owe(incident, "joined",
+                         reply=thread_reply("joined", alert=_describe(alert)))
         elif occurrence.status == AlertStatus.RESOLVED.value:
             occurrence.status = AlertStatus.FIRING.value
             occurrence.starts_at = alert.starts_at or occurrence.starts_at
@@ -390,7 +390,8 @@ class _Batch:
             occurrence.touched = True
             if incident.id not in self.reopened:
                 self.timeline(incident, "alert_refired", _describe(alert), alert.source)
-                self.owe(incident, "refired", reply=md("Fired again: {:.1500}", _describe(alert)))
+                self.owe(incident, "refired",
+                         reply=thread_reply("refired", alert=_describe(alert)))
             self.promote_if_flapping(incident)
         else:
             occurrence.repeats += 1
@@ -518,7 +519,7 @@ class _Batch:
             self.load_occurrences([incident.id])  # type: ignore[list-item]
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
-        self.owe(incident, "reopened", reply=md("Reopened: {:.1500}", _describe(alert)))
+        self.owe(incident, "reopened", reply=thread_reply("reopened", alert=_describe(alert)))
         self.promote_if_flapping(incident)
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
@@ -599,7 +600,7 @@ def promote(incident: Incident, reason: str, *, session: Session, policy: Delive
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
     owe(incident, "promoted", session=session, policy=policy, now=now,
-        reply=md("Promoted to L1 and paged: {:.500}.", reason))
+        reply=thread_reply("promoted", reason=reason))
 
 
 def side_page(incident: Incident, suffix: str, routing_key_env: str,

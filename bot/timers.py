@@ -27,10 +27,16 @@ from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
+from bot.adapters.oncall import OnCallShift, OnCallUnavailable, PagerDutyOnCall
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
-from bot.domain.messages import LONG_MESSAGE_TEXT, Mrkdwn, cut, md, md_join
+from bot.domain.messages import (
+    LONG_MESSAGE_TEXT,
+    Mrkdwn,
+    cut,
+    handoff_digest_text,
+    silence_ended_text,
+)
 from bot.domain.routing import RoutingConfig
 from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
@@ -247,10 +253,7 @@ class TimerService:
         silence = session.get(Silence, silence_id)
         if silence is None or silence.ends_at > now:
             return  # extended, or gone
-        self._post(session, now, None, md(
-            "Silence #{} has ended: {:.1000} (set by {}{}). Alerts page again.", silence.id,
-            " ".join(silence.matchers), silence.created_by,
-            md(": {:.500}", silence.comment) if silence.comment else ""))
+        self._post(session, now, None, silence_ended_text(silence))
 
     async def handoff_digest(self) -> Mrkdwn:
         now = self.pipeline.clock()
@@ -260,18 +263,10 @@ class TimerService:
                                   .order_by(col(Incident.id))).all()
             still_open = session.exec(select(Incident).where(
                 col(Incident.state).in_(store.OPEN_STATES)).order_by(col(Incident.id))).all()
-        lines = [md("*Shift handoff* — {:%Y-%m-%d %H:%M} UTC", now),
-                 md("*{} incident(s) in the last 24h*", len(during))]
-        lines += [md("• #{} {} {} · {:.100} · {:.150}", i.id, i.tier, i.state, i.model or "—",
-                     i.title) for i in during]
-        lines.append(md("*Still open: {}*", len(still_open)))
-        lines += [md("• #{} {} {} · {:.150}", i.id, i.tier, i.state, i.title) for i in still_open]
+        on_call: list[OnCallShift] | str | None = None
         if self.oncall is not None:
             try:
-                shifts = await self.oncall.now()
-                lines.append(md("*On call now:* {}", md_join(
-                    (md("{:.100} (level {})", s.name, s.level) for s in shifts), ", ")
-                    if shifts else "nobody, according to PagerDuty"))
+                on_call = await self.oncall.now()
             except OnCallUnavailable as exc:
-                lines.append(md("*On call now:* unknown ({:.300})", str(exc)))
-        return md_join(lines)
+                on_call = str(exc)
+        return handoff_digest_text(now, during, still_open, on_call)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from bot import store
 from bot.domain.incident import IncidentState
-from bot.domain.messages import cut, md, mention, mrkdwn
+from bot.domain.messages import cut, md, mention, mrkdwn, thread_reply
 from bot.domain.matchers import Matcher, MatchType
 from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
@@ -134,6 +134,6 @@ def silence_group(incident: Incident, session: Session, now: datetime, services:
     store.add_timeline(incident, "silenced", f"silence #{created.id} for 1h: "
                        f"{' '.join(created.matchers)}", session=session, actor=actor_id, now=now)
     store.owe(incident, "noted", session=session, policy=services.policy, now=now,
-              reply=md("Silenced for 1h by {}: {:.1000}", mention(actor_id.removeprefix("slack:")),
-                       " ".join(created.matchers)))
+              reply=thread_reply("silenced", actor=mention(actor_id.removeprefix("slack:")),
+                                 matchers=" ".join(created.matchers)))
     return md("Silence #{} for 1h: {:.1000}", created.id, " ".join(created.matchers))

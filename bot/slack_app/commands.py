@@ -12,8 +12,18 @@ from sqlmodel import Session, col, select
 from bot import store
 from bot.adapters.oncall import OnCallUnavailable
 from bot.domain.commands import HELP, Command, CommandError, parse_command
-from bot.domain.durations import format_duration
-from bot.domain.messages import LONG_MESSAGE_TEXT, Mrkdwn, actor_mrkdwn, cut, md, md_join, mention, mrkdwn
+from bot.domain.messages import (
+    LONG_MESSAGE_TEXT,
+    Mrkdwn,
+    cut,
+    incident_detail_text,
+    incident_list_text,
+    mention,
+    mrkdwn,
+    on_call_text,
+    silence_created_text,
+    silence_list_text,
+)
 from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
 from bot.incident_actions import (
@@ -204,44 +214,26 @@ async def who(services: Services) -> str:
         return f"Could not ask PagerDuty who is on call: {exc}."
     if not shifts:
         return "Nobody is on call now according to PagerDuty."
-    lines = [md("• Level {}: *{:.200}*{}{}", s.level, s.name,
-                md(" ({:.200})", s.schedule) if s.schedule else "",
-                md(" until {}", s.until) if s.until else " (always on call)") for s in shifts]
-    return md("*On call now:*\n{}", md_join(lines))
+    return on_call_text(shifts)
 
 
-def _age(now: datetime, then: datetime) -> str:
-    return format_duration(now - then) + " ago"
-
-
-def list_text(session: Session, filters: dict[str, str], now: datetime) -> str:
+def list_text(session: Session, filters: dict[str, str], now: datetime) -> Mrkdwn | str:
     incidents = open_incidents(session=session, filters=filters)
     if not incidents:
         return "No incidents match." if filters else "No open incidents."
-    return md_join(md("• *#{}* {} {} · {:.100} · {:.150} · opened {}", i.id, i.tier, i.state,
-                      i.model or "—", i.title, _age(now, i.triggered_at)) for i in incidents)
+    return incident_list_text(incidents, now)
 
 
-def show_text(session: Session, incident_id: int, now: datetime) -> str:
+def show_text(session: Session, incident_id: int, now: datetime) -> Mrkdwn | str:
     incident = session.get(Incident, incident_id)
     if incident is None:
         return f"There is no incident #{incident_id}."
-    header = md("*#{} {:.300}*\n{} · {} · model {:.100} · route {} · opened {}", incident.id,
-                incident.title, incident.tier, incident.state, incident.model or "—",
-                incident.route, _age(now, incident.triggered_at))
-    entries = store.timeline(incident_id, session=session)
-    lines = [md("• {:%Y-%m-%d %H:%M:%S} {} by {}: {:.300}", e.at, e.kind, actor_mrkdwn(e.actor),
-                e.detail) for e in entries[-30:]]
-    return md("{}\n*Timeline*\n{}", header, md_join(lines))
+    return incident_detail_text(incident, store.timeline(incident_id, session=session), now)
 
 
-def silences_text(session: Session, now: datetime) -> str:
+def silences_text(session: Session, now: datetime) -> Mrkdwn | str:
     silences = list_silences(session=session, now=now)
-    if not silences:
-        return "No silences in force."
-    return md_join(md("• *#{}* {:.300} · ends in {} · by {}{}", s.id, " ".join(s.matchers),
-                      format_duration(s.ends_at - now), actor_mrkdwn(s.created_by),
-                      md(" · {:.200}", s.comment) if s.comment else "") for s in silences)
+    return silence_list_text(silences, now) if silences else "No silences in force."
 
 
 def silence(command: Command, session: Session, now: datetime, actor: Actor) -> str:
@@ -251,5 +243,4 @@ def silence(command: Command, session: Session, now: datetime, actor: Actor) -> 
         return f"Silence #{command.incident_id} ended."
     created = add_silence(command.matchers, command.duration,  # type: ignore[arg-type]
                           session=session, now=now, created_by=actor.id, comment=command.text)
-    return md("Silence #{} until {:%Y-%m-%d %H:%M} UTC: {:.1000}", created.id, created.ends_at,
-              " ".join(created.matchers))
+    return silence_created_text(created)
