@@ -28,7 +28,7 @@ from bot.domain.incident import (
     owed_for_change,
 )
 from bot.domain.matchers import Matcher, match_all
-from bot.domain.messages import MESSAGE_TEXT, cut, thread_reply
+from bot.domain.messages import MESSAGE_TEXT, cut, shorten, thread_reply
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import Route, RoutingConfig, Tier
 from bot.models import (
@@ -153,13 +153,15 @@ def _silence_for(alert: Alert, silences: Sequence[tuple[int, tuple[Matcher, ...]
 
 
 def _describe(alert: Alert) -> str:
+    """The title of an alert; a label value is cut to 100 characters, so an overlong one
+    cannot push the summary out of what Slack shows."""
     who = " ".join(
-        f"{name}={value}"
+        f"{name}={shorten(value, 100)}"
         for name, value in (("model", alert.model), ("version", alert.version),
                             ("env", alert.environment))
         if value
     )
-    return f"{alert.alertname or 'alert'} {who}".strip() + f": {alert.summary}"
+    return f"{shorten(alert.alertname or 'alert', 100)} {who}".strip() + f": {alert.summary}"
 
 
 _IN_CHUNK = 500  # bound IN-lists well below SQLite's parameter limit

@@ -456,6 +456,22 @@ def _public(msg: dict) -> dict:
     return {k: v for k, v in msg.items() if v is not None and k != "channel"}
 
 
+# -- mrkdwn -------------------------------------------------------------------
+_ANGLED = re.compile(r"<([^<>]*)>")
+
+
+def control_sequences(text: str) -> list[str]:
+    """What Slack's mrkdwn would act on in ``text`` rather than show: every ``<…>``
+    sequence (``<@U…>``, ``<!channel>``, ``<!subteam^S…>``, ``<url|label>``), any
+    stray ``<`` or ``>``, and each ``&`` that starts none of the three escapes
+    (``&amp;``, ``&lt;``, ``&gt;``; docs.slack.dev "Formatting text for app surfaces")."""
+    found = [m.group(0) for m in _ANGLED.finditer(text)]
+    rest = _ANGLED.sub("", text)
+    found += [c for c in "<>" if c in rest]
+    found += re.findall(r"&(?!amp;|lt;|gt;)", text)
+    return found
+
+
 # -- Block Kit ----------------------------------------------------------------
 def block_problems(blocks, max_blocks: int = 50, pointer: str = "/blocks") -> list[str]:
     """Minimal Block Kit validation; returns problems (``[]`` when valid).

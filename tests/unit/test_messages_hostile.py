@@ -49,7 +49,7 @@ from bot.incident_actions import ActionRefused
 from bot.reports import weekly_post
 from bot.slack_app.commands import answer_text
 from bot.web.pagerduty import _actor
-from tests.standins.slack import block_problems
+from tests.standins.slack import block_problems, control_sequences
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 HUGE = "x" * 100_000
@@ -73,21 +73,19 @@ TRUSTED_URLS = {"https://runbooks.example/churn?a=1&amp;b=2", "http://grafana.ex
 
 
 def live_sequences(text: str) -> list[str]:
-    """`<…>` sequences in mrkdwn that the bot did not make from trusted data, and raw `&`."""
+    """Control sequences in mrkdwn that the bot did not make from trusted data."""
     bad = []
-    for found in re.finditer(r"<([^<>]*)>", text):
-        inner = found.group(1)
-        if inner.startswith("@") and inner[1:] in TRUSTED_USERS:
-            continue
-        if inner.startswith("!subteam^") and inner.removeprefix("!subteam^") in TRUSTED_GROUPS:
-            continue
-        url, bar, label = inner.partition("|")
-        if bar and url in TRUSTED_URLS and "<" not in label and ">" not in label:
-            continue
-        bad.append(found.group(0))
-    stripped = re.sub(r"<([^<>]*)>", "", text)
-    bad += [c for c in "<>" if c in stripped]
-    bad += re.findall(r"&(?!amp;|lt;|gt;)", text)
+    for found in control_sequences(text):
+        inner = found[1:-1]
+        if found.startswith("<") and found.endswith(">"):
+            if inner.startswith("@") and inner[1:] in TRUSTED_USERS:
+                continue
+            if inner.startswith("!subteam^") and inner.removeprefix("!subteam^") in TRUSTED_GROUPS:
+                continue
+            url, bar, _ = inner.partition("|")
+            if bar and url in TRUSTED_URLS:
+                continue
+        bad.append(found)
     return bad
 
 
