@@ -36,7 +36,6 @@ SECTION_TEXT = 3000
 FIELD_TEXT = 2000
 CONTEXT_TEXT = 2000
 HEADER_TEXT = 150
-BUTTON_TEXT = 75
 # chat.postMessage's `text`: Slack cuts it at 40,000; 4,000 is what its docs advise.
 MESSAGE_TEXT = 4000
 LONG_MESSAGE_TEXT = 38_000  # a digest or report that is meant to be long
@@ -69,7 +68,7 @@ class _Escaping(string.Formatter):
             limit = int(format_spec[1:])
             if isinstance(value, Mrkdwn):
                 return cut(value, limit)
-            return mrkdwn(value if len(value) <= limit else value[: limit - 1] + "…")
+            return mrkdwn(shorten(value, limit))
         if isinstance(value, Mrkdwn) and not format_spec:
             return value
         return mrkdwn(format(value, format_spec))
@@ -175,7 +174,7 @@ def plain_text(text: object, limit: int) -> dict[str, Any]:
 
 def install(env: Environment) -> Environment:
     """Give a Jinja2 environment the helpers Slack templates build their text with."""
-    env.globals.update(md=md, md_join=md_join, link=link, mrkdwn_text=mrkdwn_text,
+    env.globals.update(md=md, link=link, mrkdwn_text=mrkdwn_text,
                        plain_text=plain_text, SECTION_TEXT=SECTION_TEXT, FIELD_TEXT=FIELD_TEXT,
                        CONTEXT_TEXT=CONTEXT_TEXT, HEADER_TEXT=HEADER_TEXT)
     env.filters["mrkdwn"] = mrkdwn
