@@ -17,7 +17,7 @@ from bot import store
 from bot.domain.durations import format_duration
 from bot.domain.escalation import IncidentClock, TimerKind, due
 from bot.domain.incident import Action, IncidentState, TransitionError, group_hash, transition
-from bot.domain.messages import actor_mrkdwn
+from bot.domain.messages import Mrkdwn, actor_mrkdwn, group_mention, md, mrkdwn, thread_reply
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import RoutingConfig, Team, Tier
 from bot.models import Delivery, Incident, TimelineEntry
@@ -27,10 +27,16 @@ from bot.store import DeliveryPolicy
 class ActionRefused(Exception):
     """The action cannot be done; the message says why, for the person who asked."""
 
+    @property
+    def text(self) -> Mrkdwn:
+        """The message for Slack: escaped, unless it was built as Mrkdwn."""
+        return mrkdwn(self.args[0] if self.args else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who did it: `id` goes on the timeline (slack:U…, pagerduty:P…), `mention` into Slack."""
+    """Who did it: `id` goes on the timeline (slack:U…, pagerduty:P…), `mention` into Slack
+    (Mrkdwn, e.g. from `messages.mention`; plain text is escaped there)."""
 
     id: str
     mention: str
@@ -65,15 +71,15 @@ def acknowledge(incident: Incident, *, session: Session, policy: DeliveryPolicy,
         raise ActionRefused(f"Incident #{incident.id} is already resolved.") from None
     if new_state is None:
         return Done(incident.id, False,  # type: ignore[arg-type]
-                    f"Incident #{incident.id} was already acknowledged by "
-                    f"{incident.acknowledged_by}.")
+                    md("Incident #{} was already acknowledged by {}.", incident.id,
+                       actor_mrkdwn(incident.acknowledged_by or "")))
     incident.state = new_state.value
     incident.acknowledged_at = now
     incident.acknowledged_by = actor.id
     store.add_timeline(incident, "acknowledged", f"acknowledged via {actor.via}",
                        session=session, actor=actor.id, now=now)
     store.owe(incident, "acknowledged", session=session, policy=policy, now=now,
-              reply=f"Acknowledged by {actor.mention} via {actor.via}.",
+              reply=thread_reply("acknowledged", actor=actor.mention, via=actor.via),
               from_pager=actor.via == "pagerduty")
     return Done(incident.id, True, f"Acknowledged incident #{incident.id}.")  # type: ignore[arg-type]
 
@@ -85,8 +91,8 @@ def resolve(incident: Incident, *, session: Session, policy: DeliveryPolicy, now
     detail = f"resolved via {actor.via}" + (f": {note}" if note else "")
     store.resolve(incident, session=session, policy=policy, now=now, actor=actor.id,
                   detail=detail, from_pager=actor.via == "pagerduty",
-                  reply=f"Resolved by {actor.mention} via {actor.via}."
-                  + (f" Note: {note}" if note else ""))
+                  reply=thread_reply("resolved_with_note" if note else "resolved",
+                                     actor=actor.mention, via=actor.via, note=note))
     return Done(incident.id, True, f"Resolved incident #{incident.id}.")  # type: ignore[arg-type]
 
 
@@ -94,7 +100,7 @@ def add_note(incident: Incident, text: str, *, session: Session, policy: Deliver
              now: datetime, actor: Actor) -> Done:
     store.add_timeline(incident, "note", text, session=session, actor=actor.id, now=now)
     store.owe(incident, "noted", session=session, policy=policy, now=now,
-              reply=f"Note from {actor.mention}: {text}")
+              reply=thread_reply("note", actor=actor.mention, text=text))
     return Done(incident.id, True, f"Noted on incident #{incident.id}.")  # type: ignore[arg-type]
 
 
@@ -121,7 +127,7 @@ def declare(title: str, *, model: str | None, tier: Tier, severity: str | None,
                        session=session, actor=actor.id, now=now)
     store.owe(incident, "opened", session=session, policy=policy, now=now)
     return Done(incident.id, True,  # type: ignore[arg-type]
-                f"Declared incident #{incident.id} ({tier.value}): {title}")
+                md("Declared incident #{} ({}): {:.1000}", incident.id, tier.value, title))
 
 
 def escalate(incident: Incident, *, team: Team | None, team_pageable: bool, session: Session,
@@ -148,16 +154,16 @@ def escalate(incident: Incident, *, team: Team | None, team_pageable: bool, sess
             incident_id=incident.id, target="pagerduty", action="trigger",  # type: ignore[arg-type]
             payload=store.side_page(incident, "l2", team.pagerduty_routing_key_env or "", trigger),
             created_at=now, next_attempt_at=now))
-        how = f"paged {team.name} through their PagerDuty service"
+        how = md("paged {} through their PagerDuty service", team.name)
     elif team.slack_group:
-        how = f"<!subteam^{team.slack_group}> asked to help"
+        how = md("{} asked to help", group_mention(team.slack_group))
     else:
         raise ActionRefused(f"Team {team.name} has neither a PagerDuty service nor a Slack "
                             "group configured.")
     store.add_timeline(incident, "escalated", f"L2 escalation to {team.name}: {how}",
                        session=session, actor=actor.id, now=now)
     store.owe(incident, "escalated", session=session, policy=policy, now=now,
-              reply=f"Escalated to model owner {team.name} by {actor.mention}: {how}.")
+              reply=thread_reply("escalated", team=team.name, actor=actor.mention, how=how))
     return Done(incident.id, True, f"Escalated incident #{incident.id} to {team.name}.")  # type: ignore[arg-type]
 
 
@@ -175,7 +181,7 @@ def open_incidents(*, session: Session, filters: dict[str, str], limit: int = 20
     return list(session.exec(query.order_by(col(Incident.id).desc()).limit(limit)).all())
 
 
-BOT = Actor(id="bot", mention="the bot", via="timer")
+BOT = Actor(id="bot", mention=Mrkdwn("the bot"), via="timer")
 
 
 def clock_of(incident: Incident, *, session: Session) -> IncidentClock:
@@ -228,7 +234,7 @@ def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, ses
         store.add_timeline(incident, kind.value, f"not acknowledged after {waited}: {how}",
                            session=session, actor=BOT.id, now=now)
         store.owe(incident, "noted", session=session, policy=policy, now=now,
-                  reply=f":alarm_clock: Not acknowledged after {waited}: {how}.")
+                  reply=thread_reply("not_acknowledged", waited=waited, how=how))
     elif kind is TimerKind.PROMOTE:
         store.add_timeline(incident, kind.value, "still open", session=session, actor=BOT.id,
                            now=now)
@@ -240,6 +246,5 @@ def fire_timer(kind: TimerKind, incident_id: int, *, routing: RoutingConfig, ses
         store.add_timeline(incident, kind.value, f"still open {since} after acknowledgement",
                            session=session, actor=BOT.id, now=now)
         store.owe(incident, "noted", session=session, policy=policy, now=now,
-                  reply=f"{who}: incident #{incident.id} is still open, {since} after you "
-                        "acknowledged it.")
+                  reply=thread_reply("still_open", who=who, id=incident.id, since=since))
     return f"{kind.value} acted on"

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from bot import store
 from bot.domain.durations import format_duration, parse_duration
-from bot.domain.messages import mrkdwn, truncate_to
+from bot.domain.messages import Mrkdwn, install, md, md_join
 from bot.domain.scorecard import (
     DEFAULT_WORKING_HOURS,
     EVENT_KINDS,
@@ -109,9 +109,8 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
                       autoescape=False, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell,
-                       mrkdwn=mrkdwn, truncate_to=truncate_to)
-    return env
+    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell)
+    return install(env)
 
 
 def report_stem(scorecard: Scorecard) -> str:
@@ -200,11 +199,16 @@ def as_dict(s: Scorecard) -> dict[str, Any]:
     }
 
 
-def weekly_post(scorecard: Scorecard) -> tuple[str, list[dict[str, Any]]]:
+def weekly_post(scorecard: Scorecard) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     """Fallback text and Block Kit blocks for the scorecard's post in a Slack channel."""
-    blocks = json.loads(_environment().get_template("reports/weekly.json.j2").render(s=scorecard))
-    text = (f"On-call scorecard {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d}: "
-            f"{scorecard.incidents} incidents, {len(scorecard.pages)} pages")
+    s = scorecard
+    blocks = json.loads(_environment().get_template("reports/weekly.json.j2").render(
+        s=s, tiers=md_join((md("{} {}", k, v) for k, v in s.by_tier.items()), ", "),
+        models=md_join((md("{:.100} {}", k, v) for k, v in list(s.by_model.items())[:5]), ", "),
+        availability=md_join((md("{:.100} {}", a.model, _percent(a.share))
+                              for a in s.availability), " · ")))
+    text = md("On-call scorecard {:%Y-%m-%d} to {:%Y-%m-%d}: {} incidents, {} pages",
+              s.since, s.until, s.incidents, len(s.pages))
     return text, blocks
 
 

@@ -29,6 +29,7 @@ from bot.domain.incident import (
     owed_for_change,
 )
 from bot.domain.matchers import Matcher, match_all
+from bot.domain.messages import MESSAGE_TEXT, cut, shorten, thread_reply
 from bot.domain.pages import trigger_payload
 from bot.domain.routing import Route, RoutingConfig, Tier
 from bot.models import (
@@ -140,8 +141,8 @@ def _payload(incident: Incident, item: Owed, reply: str | None) -> dict[str, Any
                 source=incident.source,
             )
         return body
-    if item.action == "reply":
-        return {"text": reply or ""}
+    if item.action == "reply":  # escaped here unless built with md, and cut to Slack's limit
+        return {"text": cut(reply or "", MESSAGE_TEXT)}
     return {}
 
 
@@ -153,13 +154,15 @@ def _silence_for(alert: Alert, silences: Sequence[tuple[int, tuple[Matcher, ...]
 
 
 def _describe(alert: Alert) -> str:
+    """The title of an alert; a label value is cut to 100 characters, so an overlong one
+    cannot push the summary out of what Slack shows."""
     who = " ".join(
-        f"{name}={value}"
+        f"{name}={shorten(value, 100)}"
         for name, value in (("model", alert.model), ("version", alert.version),
                             ("env", alert.environment))
         if value
     )
-    return f"{alert.alertname or 'alert'} {who}".strip() + f": {alert.summary}"
+    return f"{shorten(alert.alertname or 'alert', 100)} {who}".strip() + f": {alert.summary}"
 
 
 _IN_CHUNK = 500  # bound IN-lists well below SQLite's parameter limit
@@ -381,7 +384,8 @@ class _Batch:
             incident.alert_count += 1
             if incident.alert_count > 1:
                 self.timeline(incident, "alert_joined", _describe(alert), alert.source)
-                self.owe(incident, "joined", reply=f"Another alert joined: {_describe(alert)}")
+                self.owe(incident, "joined",
+                         reply=thread_reply("joined", alert=_describe(alert)))
         elif occurrence.status == AlertStatus.RESOLVED.value:
             occurrence.status = AlertStatus.FIRING.value
             occurrence.starts_at = alert.starts_at or occurrence.starts_at
@@ -389,7 +393,8 @@ class _Batch:
             occurrence.touched = True
             if incident.id not in self.reopened:
                 self.timeline(incident, "alert_refired", _describe(alert), alert.source)
-                self.owe(incident, "refired", reply=f"Fired again: {_describe(alert)}")
+                self.owe(incident, "refired",
+                         reply=thread_reply("refired", alert=_describe(alert)))
             self.promote_if_flapping(incident)
         else:
             occurrence.repeats += 1
@@ -517,7 +522,7 @@ class _Batch:
             self.load_occurrences([incident.id])  # type: ignore[list-item]
         self.timeline(incident, "reopened",
                       f"fired again within the reopen window: {_describe(alert)}", alert.source)
-        self.owe(incident, "reopened", reply=f"Reopened: {_describe(alert)}")
+        self.owe(incident, "reopened", reply=thread_reply("reopened", alert=_describe(alert)))
         self.promote_if_flapping(incident)
 
     def resolved(self, alert: Alert, incident: Incident) -> None:
@@ -598,7 +603,7 @@ def promote(incident: Incident, reason: str, *, session: Session, policy: Delive
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
     owe(incident, "promoted", session=session, policy=policy, now=now,
-        reply=f"Promoted to L1 and paged: {reason}.")
+        reply=thread_reply("promoted", reason=reason))
 
 
 def side_page(incident: Incident, suffix: str, routing_key_env: str,

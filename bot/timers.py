@@ -27,9 +27,16 @@ from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
+from bot.adapters.oncall import OnCallShift, OnCallUnavailable, PagerDutyOnCall
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
+from bot.domain.messages import (
+    LONG_MESSAGE_TEXT,
+    Mrkdwn,
+    cut,
+    handoff_digest_text,
+    silence_ended_text,
+)
 from bot.domain.routing import RoutingConfig
 from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
@@ -227,12 +234,13 @@ class TimerService:
             policy=self.policy, now=now))
         log.info("timer %s for incident %s: %s", kind, subject_id, outcome)
 
-    def _post(self, session: Session, now: datetime, channel: str | None, text_: str,
+    def _post(self, session: Session, now: datetime, channel: str | None, text_: Mrkdwn,
               blocks: list[dict[str, object]] | None = None) -> None:
         if self.policy.slack:
             session.add(Delivery(incident_id=None, target="slack", action="post",
                                  payload={"channel": channel or self.policy.default_channel,
-                                          "text": text_, "blocks": blocks or []},
+                                          "text": cut(text_, LONG_MESSAGE_TEXT),
+                                          "blocks": blocks or []},
                                  created_at=now, next_attempt_at=now))
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
@@ -245,11 +253,9 @@ class TimerService:
         silence = session.get(Silence, silence_id)
         if silence is None or silence.ends_at > now:
             return  # extended, or gone
-        self._post(session, now, None, f"Silence #{silence.id} has ended: "
-                   f"{' '.join(silence.matchers)} (set by {silence.created_by}"
-                   + (f": {silence.comment}" if silence.comment else "") + "). Alerts page again.")
+        self._post(session, now, None, silence_ended_text(silence))
 
-    async def handoff_digest(self) -> str:
+    async def handoff_digest(self) -> Mrkdwn:
         now = self.pipeline.clock()
         since = now - timedelta(hours=24)
         with self.db.read() as session:
@@ -257,17 +263,10 @@ class TimerService:
                                   .order_by(col(Incident.id))).all()
             still_open = session.exec(select(Incident).where(
                 col(Incident.state).in_(store.OPEN_STATES)).order_by(col(Incident.id))).all()
-        lines = [f"*Shift handoff* — {now:%Y-%m-%d %H:%M} UTC",
-                 f"*{len(during)} incident(s) in the last 24h*"]
-        lines += [f"• #{i.id} {i.tier} {i.state} · {i.model or '—'} · {i.title}" for i in during]
-        lines.append(f"*Still open: {len(still_open)}*")
-        lines += [f"• #{i.id} {i.tier} {i.state} · {i.title}" for i in still_open]
+        on_call: list[OnCallShift] | str | None = None
         if self.oncall is not None:
             try:
-                shifts = await self.oncall.now()
-                lines.append("*On call now:* " + ", ".join(
-                    f"{s.name} (level {s.level})" for s in shifts) if shifts else
-                    "*On call now:* nobody, according to PagerDuty")
+                on_call = await self.oncall.now()
             except OnCallUnavailable as exc:
-                lines.append(f"*On call now:* unknown ({exc})")
-        return "\n".join(lines)
+                on_call = str(exc)
+        return handoff_digest_text(now, during, still_open, on_call)

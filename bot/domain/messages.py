@@ -1,18 +1,195 @@
-"""Slack messages for incidents: data in, Block Kit out, rendered by Jinja2 templates."""
+"""Slack messages: data in, mrkdwn and Block Kit out, rendered by Jinja2 templates.
+
+Every value from outside (alert labels and annotations, runbook output, PagerDuty
+agent names, silence matchers, command arguments) is attacker-written, and Slack's
+mrkdwn acts on `<…>`: `<!channel>` pages a channel, `<https://x|text>` disguises
+a link. So text for Slack is `Mrkdwn`: text the bot wrote, in which every outside
+value is escaped and the only `<…>` sequences are the ones made here (`mention`
+from a Slack user ID, `link` from a URL that `safe_url` accepts). `md` builds it
+from a format string and values, escaping each value; `cut` shortens it to one
+of Slack's limits without breaking an escape or a link. Block Kit mrkdwn text
+objects are made only from `Mrkdwn` (`mrkdwn_text`), so a value that skipped
+escaping fails the render instead of reaching Slack; plain_text objects
+(`plain_text`) are never escaped, since Slack shows them as written.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from bot.domain.durations import format_duration
+
+# Slack's limits, in characters (docs.slack.dev Block Kit reference). Context
+# elements take the field limit, more conservative than the 3,000 of a text object.
+SECTION_TEXT = 3000
+FIELD_TEXT = 2000
+CONTEXT_TEXT = 2000
+HEADER_TEXT = 150
+# chat.postMessage's `text`: Slack cuts it at 40,000; 4,000 is what its docs advise.
+MESSAGE_TEXT = 4000
+LONG_MESSAGE_TEXT = 38_000  # a digest or report that is meant to be long
+URL_LENGTH = 1500  # a longer URL is shown, not linked: a link must fit its block
+
 LINK_ANNOTATIONS = (("runbook_url", "Runbook"), ("dashboard_url", "Dashboard"),
                     ("panel_url", "Panel"))
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+_GROUP_ID = re.compile(r"S[A-Z0-9]+")
+
+
+class Mrkdwn(str):
+    """mrkdwn the bot wrote: outside values in it are escaped. Concatenating two gives
+    a plain `str` (which would be escaped again): build with `md` and `md_join`."""
+
+    __slots__ = ()
+
+
+def mrkdwn(text: object) -> Mrkdwn:
+    """Escape the three characters Slack's mrkdwn treats as control characters;
+    `Mrkdwn` is already escaped and passes unchanged."""
+    if isinstance(text, Mrkdwn):
+        return text
+    return Mrkdwn(str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+class _Escaping(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec[:1] == "." and format_spec[1:].isdigit() and isinstance(value, str):
+            limit = int(format_spec[1:])
+            if isinstance(value, Mrkdwn):
+                return cut(value, limit)
+            return mrkdwn(shorten(value, limit))
+        if isinstance(value, Mrkdwn) and not format_spec:
+            return value
+        return mrkdwn(format(value, format_spec))
+
+
+_FORMATTER = _Escaping()
+
+
+def md(template: str, /, *args: object, **kwargs: object) -> Mrkdwn:
+    """`template.format(...)` with every value escaped (unless already `Mrkdwn`).
+
+    The template is the bot's own text and may hold mrkdwn (`*bold*`, backticks);
+    never pass outside text as the template. A precision (`{:.200}`) shortens a
+    string value to that many characters, with "…", before it is escaped.
+    """
+    return Mrkdwn(_FORMATTER.vformat(template, args, kwargs))
+
+
+def md_join(parts: Iterable[object], sep: str = "\n") -> Mrkdwn:
+    """`sep.join(parts)`, each part escaped unless already `Mrkdwn`; `sep` is the bot's own."""
+    return Mrkdwn(sep.join(mrkdwn(part) for part in parts))
+
+
+def cut(text: object, limit: int) -> Mrkdwn:
+    """At most `limit` characters of mrkdwn, ending in "…" when shortened. The cut never
+    falls inside an escape (`&amp;`) or a `<…>` mention or link: those go whole."""
+    text = mrkdwn(text)
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    amp = head.rfind("&")
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]
+    bracket = head.rfind("<")
+    if bracket != -1 and ">" not in head[bracket:]:
+        head = head[:bracket]
+    return Mrkdwn(head + "…")
+
+
+def shorten(text: str, limit: int) -> str:
+    """Plain text (not mrkdwn) of at most `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mention(user_id: str) -> Mrkdwn:
+    """A Slack user mention, made only from something shaped like a user ID."""
+    if _USER_ID.fullmatch(user_id):
+        return Mrkdwn(f"<@{user_id}>")
+    return mrkdwn(user_id)
+
+
+def group_mention(group_id: str) -> Mrkdwn:
+    """A user group mention (`<!subteam^S…>`), made only from something shaped like its ID."""
+    if _GROUP_ID.fullmatch(group_id):
+        return Mrkdwn(f"<!subteam^{group_id}>")
+    return mrkdwn(group_id)
+
+
+def actor_mrkdwn(actor: str) -> Mrkdwn:
+    """A timeline actor as Slack shows it: `slack:U123` becomes a mention, any other
+    (a PagerDuty agent's name, a source) is shown as text."""
+    kind, _, ident = actor.partition(":")
+    if kind == "slack" and _USER_ID.fullmatch(ident):
+        return mention(ident)
+    return md("{:.200}", ident if kind == "pagerduty" and ident else actor)
+
+
+def safe_url(url: object) -> str | None:
+    """The URL as it may go inside `<…|…>`, or None: only http(s) with a host, no `<`,
+    `>` or `|`, no whitespace or control characters, at most URL_LENGTH characters."""
+    if not isinstance(url, str) or not url or len(url) > URL_LENGTH:
+        return None
+    if any(ch in "<>|" or unicodedata.category(ch)[0] in "CZ" for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return url.replace("&", "&amp;")
+
+
+def link(url: object, label: str) -> Mrkdwn:
+    """A link to `url` titled `label`; a URL `safe_url` refuses is shown, escaped, as text."""
+    safe = safe_url(url)
+    if safe is None:
+        return md("{} (not a safe link): {:.300}", label, str(url))
+    return Mrkdwn(f"<{safe}|{mrkdwn(label)}>")
+
+
+def mrkdwn_text(text: Mrkdwn, limit: int) -> dict[str, str]:
+    """A Block Kit mrkdwn text object; refuses text that did not come through `md`."""
+    if not isinstance(text, Mrkdwn):
+        raise TypeError(f"mrkdwn text must be Mrkdwn (built with md), not {type(text).__name__}")
+    return {"type": "mrkdwn", "text": cut(text, limit) or "—"}
+
+
+def plain_text(text: object, limit: int) -> dict[str, Any]:
+    """A Block Kit plain_text object: shown as written, so nothing is escaped."""
+    return {"type": "plain_text", "text": shorten(str(text), limit) or "—", "emoji": True}
+
+
+def install(env: Environment) -> Environment:
+    """Give a Jinja2 environment the helpers Slack templates build their text with."""
+    env.globals.update(md=md, link=link, mrkdwn_text=mrkdwn_text,
+                       plain_text=plain_text, SECTION_TEXT=SECTION_TEXT, FIELD_TEXT=FIELD_TEXT,
+                       CONTEXT_TEXT=CONTEXT_TEXT, HEADER_TEXT=HEADER_TEXT)
+    env.filters["mrkdwn"] = mrkdwn
+    return env
+
+
+@cache
+def _environment() -> Environment:
+    # The templates ship with the package: no need to stat them at every message.
+    return install(Environment(loader=PackageLoader("bot", "templates"),
+                               undefined=StrictUndefined, autoescape=False, auto_reload=False))
+
+
+def _render(template: str, **values: Any) -> list[dict[str, Any]]:
+    return json.loads(_environment().get_template(template).render(**values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,61 +218,32 @@ class IncidentView:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def status_line(self) -> str:
-        """mrkdwn, already escaped: Slack users are shown as mentions."""
-        parts = [f"{self.firing} of {self.alert_count} alert(s) firing"]
+    def status_line(self) -> Mrkdwn:
+        """Slack users are shown as mentions."""
+        parts = [md("{} of {} alert(s) firing", self.firing, self.alert_count)]
         if self.triggered_at:
-            parts.append(f"opened {self.triggered_at:%Y-%m-%d %H:%M:%S} UTC")
+            parts.append(md("opened {:%Y-%m-%d %H:%M:%S} UTC", self.triggered_at))
         if self.acknowledged_by:
-            parts.append(f"acknowledged by {actor_mrkdwn(self.acknowledged_by)}")
+            parts.append(md("acknowledged by {}", actor_mrkdwn(self.acknowledged_by)))
         if self.escalated_team:
-            parts.append(f"escalated to {mrkdwn(self.escalated_team)}")
+            parts.append(md("escalated to {:.200}", self.escalated_team))
         if self.resolved_at:
-            parts.append(f"resolved {self.resolved_at:%H:%M:%S} UTC by "
-                         f"{actor_mrkdwn(self.resolved_by or '')}")
-        return " · ".join(parts)
+            parts.append(md("resolved {:%H:%M:%S} UTC by {}", self.resolved_at,
+                            actor_mrkdwn(self.resolved_by or "")))
+        return md_join(parts, " · ")
 
     @property
-    def links(self) -> list[dict[str, str]]:
-        return [
-            {"url": self.annotations[key], "label": label}
-            for key, label in LINK_ANNOTATIONS
-            if str(self.annotations.get(key, "")).startswith(("http://", "https://"))
-        ]
+    def links(self) -> list[Mrkdwn]:
+        """An http(s) annotation becomes a link, or text when `safe_url` refuses it;
+        any other (`javascript:`…) is left out."""
+        return [link(self.annotations[key], label) for key, label in LINK_ANNOTATIONS
+                if str(self.annotations.get(key, "")).lower().startswith(("http://", "https://"))]
 
 
-def mrkdwn(text: object) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def actor_mrkdwn(actor: str) -> str:
-    """A timeline actor as Slack shows it: `slack:U123` becomes a mention."""
-    kind, _, ident = actor.partition(":")
-    if kind == "slack" and ident.isalnum():
-        return f"<@{ident}>"
-    return mrkdwn(ident if kind == "pagerduty" and ident else actor)
-
-
-def truncate_to(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-@cache
-def _environment() -> Environment:
-    # The templates ship with the package: no need to stat them at every message.
-    env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
-                      autoescape=False, auto_reload=False)
-    env.filters["mrkdwn"] = mrkdwn
-    env.filters["truncate_to"] = truncate_to
-    return env
-
-
-def incident_message(view: IncidentView) -> tuple[str, list[dict[str, Any]]]:
+def incident_message(view: IncidentView) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     """Fallback text (notifications, screen readers) and blocks for an incident."""
-    blocks = json.loads(_environment().get_template("slack/incident.json.j2").render(i=view))
-    text = f"[{view.state.upper()}] {view.tier} #{view.id}: {view.title}"
-    return truncate_to(text, 3000), blocks
+    text = md("[{}] {} #{}: {:.1000}", view.state.upper(), view.tier, view.id, view.title)
+    return cut(text, MESSAGE_TEXT), _render("slack/incident.json.j2", i=view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +265,131 @@ class RunView:
     steps: list[RunStepView]
 
 
-def run_message(view: RunView) -> tuple[str, list[dict[str, Any]]]:
-    blocks = json.loads(_environment().get_template("slack/run.json.j2").render(r=view))
-    return truncate_to(f"{view.title} {view.runbook}: {view.status}", 3000), blocks
+def run_message(view: RunView) -> tuple[Mrkdwn, list[dict[str, Any]]]:
+    text = md("{} {:.200}: {}", view.title, view.runbook, view.status)
+    return cut(text, MESSAGE_TEXT), _render("slack/run.json.j2", r=view)
+
+
+# Thread replies: the bot's own words; every {field} is escaped when filled (`thread_reply`),
+# and a precision caps an outside value's length.
+REPLIES = {
+    "joined": "Another alert joined: {alert:.1500}",
+    "refired": "Fired again: {alert:.1500}",
+    "reopened": "Reopened: {alert:.1500}",
+    "promoted": "Promoted to L1 and paged: {reason:.500}.",
+    "acknowledged": "Acknowledged by {actor} via {via}.",
+    "resolved": "Resolved by {actor} via {via}.",
+    "resolved_with_note": "Resolved by {actor} via {via}. Note: {note:.3000}",
+    "note": "Note from {actor}: {text:.3500}",
+    "escalated": "Escalated to model owner {team:.200} by {actor}: {how}.",
+    "not_acknowledged": ":alarm_clock: Not acknowledged after {waited}: {how}.",
+    "still_open": "{who}: incident #{id} is still open, {since} after you acknowledged it.",
+    "silenced": "Silenced for 1h by {actor}: {matchers:.1000}",
+}
+
+
+def thread_reply(kind: str, **values: object) -> Mrkdwn:
+    """The thread reply `kind` of REPLIES, filled with `values` and cut to Slack's limit."""
+    return cut(md(REPLIES[kind], **values), MESSAGE_TEXT)
+
+
+class IncidentRow(Protocol):
+    """What the texts below read of an incident (the `Incident` row has it)."""
+
+    id: int | None
+    title: str
+    tier: str
+    state: str
+    model: str | None
+    route: str
+    triggered_at: datetime
+
+
+class TimelineRow(Protocol):
+    at: datetime
+    actor: str
+    kind: str
+    detail: str
+
+
+class SilenceRow(Protocol):
+    id: int | None
+    matchers: list[str]
+    ends_at: datetime
+    created_by: str
+    comment: str
+
+
+class Shift(Protocol):
+    name: str
+    level: int
+    until: str | None
+    schedule: str | None
+
+
+def _age(now: datetime, then: datetime) -> str:
+    return format_duration(now - then) + " ago"
+
+
+def incident_list_text(incidents: Sequence[IncidentRow], now: datetime) -> Mrkdwn:
+    """`/oncall list`: one line per incident."""
+    return md_join(md("• *#{}* {} {} · {:.100} · {:.150} · opened {}", i.id, i.tier, i.state,
+                      i.model or "—", i.title, _age(now, i.triggered_at)) for i in incidents)
+
+
+def incident_detail_text(incident: IncidentRow, entries: Sequence[TimelineRow],
+                         now: datetime) -> Mrkdwn:
+    """`/oncall show ID`: the incident and the last 30 entries of its timeline."""
+    header = md("*#{} {:.300}*\n{} · {} · model {:.100} · route {} · opened {}", incident.id,
+                incident.title, incident.tier, incident.state, incident.model or "—",
+                incident.route, _age(now, incident.triggered_at))
+    lines = [md("• {:%Y-%m-%d %H:%M:%S} {} by {}: {:.300}", e.at, e.kind, actor_mrkdwn(e.actor),
+                e.detail) for e in entries[-30:]]
+    return md("{}\n*Timeline*\n{}", header, md_join(lines))
+
+
+def silence_list_text(silences: Sequence[SilenceRow], now: datetime) -> Mrkdwn:
+    """`/oncall silences`: one line per silence."""
+    return md_join(md("• *#{}* {:.300} · ends in {} · by {}{}", s.id, " ".join(s.matchers),
+                      format_duration(s.ends_at - now), actor_mrkdwn(s.created_by),
+                      md(" · {:.200}", s.comment) if s.comment else "") for s in silences)
+
+
+def silence_created_text(silence: SilenceRow) -> Mrkdwn:
+    return md("Silence #{} until {:%Y-%m-%d %H:%M} UTC: {:.1000}", silence.id, silence.ends_at,
+              " ".join(silence.matchers))
+
+
+def silence_ended_text(silence: SilenceRow) -> Mrkdwn:
+    """The channel post when a silence runs out."""
+    return md("Silence #{} has ended: {:.1000} (set by {}{}). Alerts page again.", silence.id,
+              " ".join(silence.matchers), silence.created_by,
+              md(": {:.500}", silence.comment) if silence.comment else "")
+
+
+def on_call_text(shifts: Sequence[Shift]) -> Mrkdwn:
+    """`/oncall who`: who is on call now, by level."""
+    lines = [md("• Level {}: *{:.200}*{}{}", s.level, s.name,
+                md(" ({:.200})", s.schedule) if s.schedule else "",
+                md(" until {}", s.until) if s.until else " (always on call)") for s in shifts]
+    return md("*On call now:*\n{}", md_join(lines))
+
+
+def handoff_digest_text(now: datetime, during: Sequence[IncidentRow],
+                        still_open: Sequence[IncidentRow],
+                        on_call: Sequence[Shift] | str | None) -> Mrkdwn:
+    """The shift handoff post: the last 24 hours, what is still open, and who is on call
+    (`on_call` is the shifts, why they are unknown, or None when PagerDuty is not asked)."""
+    lines = [md("*Shift handoff* — {:%Y-%m-%d %H:%M} UTC", now),
+             md("*{} incident(s) in the last 24h*", len(during))]
+    lines += [md("• #{} {} {} · {:.100} · {:.150}", i.id, i.tier, i.state, i.model or "—",
+                 i.title) for i in during]
+    lines.append(md("*Still open: {}*", len(still_open)))
+    lines += [md("• #{} {} {} · {:.150}", i.id, i.tier, i.state, i.title) for i in still_open]
+    if isinstance(on_call, str):
+        lines.append(md("*On call now:* unknown ({:.300})", on_call))
+    elif on_call is not None:
+        lines.append(md("*On call now:* {}", md_join(
+            (md("{:.100} (level {})", s.name, s.level) for s in on_call), ", ")
+            if on_call else "nobody, according to PagerDuty"))
+    return md_join(lines)

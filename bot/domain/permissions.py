@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from enum import StrEnum
 
+from bot.domain.messages import Mrkdwn, group_mention, md, md_join, mention
 from bot.domain.routing import Permissions
 
 
@@ -29,11 +30,11 @@ def may(user_id: str, *, permissions: Permissions, groups_of_user: Collection[st
     return permissions.on_call and on_call
 
 
-def who_may(action: Guarded, permissions: Permissions) -> str:
+def who_may(action: Guarded, permissions: Permissions) -> Mrkdwn:
     """The refusal text: names everyone who may, so the person knows whom to ask."""
-    who = [f"<@{u}>" for u in sorted(permissions.users)]
-    who += [f"<!subteam^{g}>" for g in sorted(permissions.groups)]
+    who = [mention(u) for u in sorted(permissions.users)]
+    who += [group_mention(g) for g in sorted(permissions.groups)]
     if permissions.on_call:
-        who.append("whoever is on call now")
-    listed = ", ".join(who) if who else "nobody (no users, groups or on-call configured)"
-    return f"You may not {action.value}. Allowed: {listed}."
+        who.append(Mrkdwn("whoever is on call now"))
+    listed = md_join(who, ", ") if who else "nobody (no users, groups or on-call configured)"
+    return md("You may not {}. Allowed: {}.", action.value, listed)

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from bot import store
 from bot.domain.incident import IncidentState
+from bot.domain.messages import cut, md, mention, mrkdwn, thread_reply
 from bot.domain.matchers import Matcher, MatchType
 from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
@@ -25,7 +26,7 @@ from bot.models import Incident
 from bot.reports import postmortem_for
 from bot.silences import add_silence
 from bot.slack_app import Services
-from bot.slack_app.commands import slack_actor
+from bot.slack_app.commands import answer_text, slack_actor
 
 SILENCE_FOR = timedelta(hours=1)
 POSTMORTEM_LIMIT = 38_000  # Slack cuts message text at 40,000 characters
@@ -38,11 +39,12 @@ def register(app: AsyncApp, services: Services) -> None:
             incident_id = int(body["actions"][0]["value"])
             text = await perform(action, incident_id, user_id, services)
         except ActionRefused as exc:
-            text = str(exc)
+            text = exc.text
         except ValueError:
             text = "That button does not name an incident."
         if text:
-            await respond(text=text, response_type="ephemeral", replace_original=False)
+            await respond(text=answer_text(text), response_type="ephemeral",
+                          replace_original=False)
 
     def listener_for(action: str) -> Any:
         # Bolt passes listener arguments by name, so the action is bound by closure.
@@ -68,11 +70,14 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             text = await to_thread.run_sync(draft)
         except (LookupError, ValueError) as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await respond(text=answer_text(str(exc)), response_type="ephemeral",
+                          replace_original=False)
             return
-        if len(text) > POSTMORTEM_LIMIT:
-            text = text[:POSTMORTEM_LIMIT] + "\n…(cut; `oncall-bot postmortem ID` has it all)"
-        await respond(text=f"```\n{text}\n```", response_type="ephemeral",
+        shown = mrkdwn(text)  # it quotes alert data: escaped like any other
+        if len(shown) > POSTMORTEM_LIMIT:
+            shown = md("{}\n(cut; `oncall-bot postmortem ID` has it all)",
+                       cut(shown, POSTMORTEM_LIMIT))
+        await respond(text=md("```\n{}\n```", shown), response_type="ephemeral",
                       replace_original=False)
 
 
@@ -129,6 +134,6 @@ def silence_group(incident: Incident, session: Session, now: datetime, services:
     store.add_timeline(incident, "silenced", f"silence #{created.id} for 1h: "
                        f"{' '.join(created.matchers)}", session=session, actor=actor_id, now=now)
     store.owe(incident, "noted", session=session, policy=services.policy, now=now,
-              reply=f"Silenced for 1h by <@{actor_id.removeprefix('slack:')}>: "
-                    f"{' '.join(created.matchers)}")
-    return f"Silence #{created.id} for 1h: {' '.join(created.matchers)}"
+              reply=thread_reply("silenced", actor=mention(actor_id.removeprefix("slack:")),
+                                 matchers=" ".join(created.matchers)))
+    return md("Silence #{} for 1h: {:.1000}", created.id, " ".join(created.matchers))

@@ -12,8 +12,18 @@ from sqlmodel import Session, col, select
 from bot import store
 from bot.adapters.oncall import OnCallUnavailable
 from bot.domain.commands import HELP, Command, CommandError, parse_command
-from bot.domain.durations import format_duration
-from bot.domain.messages import actor_mrkdwn, mrkdwn
+from bot.domain.messages import (
+    LONG_MESSAGE_TEXT,
+    Mrkdwn,
+    cut,
+    incident_detail_text,
+    incident_list_text,
+    mention,
+    mrkdwn,
+    on_call_text,
+    silence_created_text,
+    silence_list_text,
+)
 from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
 from bot.incident_actions import (
@@ -35,7 +45,13 @@ from bot.slack_app.rollback import latest_open_incident, preview
 
 
 def slack_actor(user_id: str) -> Actor:
-    return Actor(id=f"slack:{user_id}", mention=f"<@{user_id}>", via="slack")
+    return Actor(id=f"slack:{user_id}", mention=mention(user_id), via="slack")
+
+
+def answer_text(text: str) -> Mrkdwn:
+    """What an answer to a person shows: Mrkdwn as built, any other text (an error
+    that may echo the command's arguments) escaped; cut to Slack's limit."""
+    return cut(text, LONG_MESSAGE_TEXT)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -44,7 +60,7 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             parsed = parse_command(command.get("text", ""))
         except CommandError as exc:
-            await ack(response_type="ephemeral", text=str(exc))
+            await ack(response_type="ephemeral", text=answer_text(str(exc)))
             return
         await ack()
         if parsed.name == "rollback":
@@ -61,8 +77,8 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             text = await run(parsed, command["user_id"], services)
         except ActionRefused as exc:
-            text = str(exc)
-        await respond(text=text, response_type="ephemeral", replace_original=False)
+            text = exc.text
+        await respond(text=answer_text(text), response_type="ephemeral", replace_original=False)
 
     @app.event("app_mention")
     async def mentioned(event: dict[str, Any], say: Any) -> None:
@@ -128,7 +144,8 @@ async def rollback_command(command: Command, user_id: str, services: Services,
         await respond(text=text, blocks=blocks, response_type="ephemeral",
                       replace_original=False)
     except ActionRefused as exc:
-        await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        await respond(text=answer_text(exc.text), response_type="ephemeral",
+                      replace_original=False)
 
 
 async def runbook_command(command: Command, user_id: str, services: Services,
@@ -197,45 +214,26 @@ async def who(services: Services) -> str:
         return f"Could not ask PagerDuty who is on call: {exc}."
     if not shifts:
         return "Nobody is on call now according to PagerDuty."
-    lines = [f"• Level {s.level}: *{mrkdwn(s.name)}*"
-             + (f" ({mrkdwn(s.schedule)})" if s.schedule else "")
-             + (f" until {s.until}" if s.until else " (always on call)") for s in shifts]
-    return "*On call now:*\n" + "\n".join(lines)
+    return on_call_text(shifts)
 
 
-def _age(now: datetime, then: datetime) -> str:
-    return format_duration(now - then) + " ago"
-
-
-def list_text(session: Session, filters: dict[str, str], now: datetime) -> str:
+def list_text(session: Session, filters: dict[str, str], now: datetime) -> Mrkdwn | str:
     incidents = open_incidents(session=session, filters=filters)
     if not incidents:
         return "No incidents match." if filters else "No open incidents."
-    lines = [f"• *#{i.id}* {i.tier} {i.state} · {mrkdwn(i.model or '—')} · "
-             f"{mrkdwn(i.title)} · opened {_age(now, i.triggered_at)}" for i in incidents]
-    return "\n".join(lines)
+    return incident_list_text(incidents, now)
 
 
-def show_text(session: Session, incident_id: int, now: datetime) -> str:
+def show_text(session: Session, incident_id: int, now: datetime) -> Mrkdwn | str:
     incident = session.get(Incident, incident_id)
     if incident is None:
         return f"There is no incident #{incident_id}."
-    header = (f"*#{incident.id} {mrkdwn(incident.title)}*\n{incident.tier} · {incident.state} · "
-              f"model {mrkdwn(incident.model or '—')} · route {mrkdwn(incident.route)} · "
-              f"opened {_age(now, incident.triggered_at)}")
-    entries = store.timeline(incident_id, session=session)
-    lines = [f"• {e.at:%Y-%m-%d %H:%M:%S} {e.kind} by {actor_mrkdwn(e.actor)}: {mrkdwn(e.detail)}"
-             for e in entries[-30:]]
-    return header + "\n*Timeline*\n" + "\n".join(lines)
+    return incident_detail_text(incident, store.timeline(incident_id, session=session), now)
 
 
-def silences_text(session: Session, now: datetime) -> str:
+def silences_text(session: Session, now: datetime) -> Mrkdwn | str:
     silences = list_silences(session=session, now=now)
-    if not silences:
-        return "No silences in force."
-    return "\n".join(f"• *#{s.id}* {mrkdwn(' '.join(s.matchers))} · ends in "
-                     f"{format_duration(s.ends_at - now)} · by {actor_mrkdwn(s.created_by)}"
-                     + (f" · {mrkdwn(s.comment)}" if s.comment else "") for s in silences)
+    return silence_list_text(silences, now) if silences else "No silences in force."
 
 
 def silence(command: Command, session: Session, now: datetime, actor: Actor) -> str:
@@ -245,5 +243,4 @@ def silence(command: Command, session: Session, now: datetime, actor: Actor) -> 
         return f"Silence #{command.incident_id} ended."
     created = add_silence(command.matchers, command.duration,  # type: ignore[arg-type]
                           session=session, now=now, created_by=actor.id, comment=command.text)
-    return (f"Silence #{created.id} until {created.ends_at:%Y-%m-%d %H:%M} UTC: "
-            f"{mrkdwn(' '.join(created.matchers))}")
+    return silence_created_text(created)

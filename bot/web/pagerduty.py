@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, func, select
 
 from bot.db import is_transient
+from bot.domain.messages import md
 from bot.incident_actions import ActionRefused, Actor, acknowledge, locked_by_key, resolve
 from bot.models import Incident, TimelineEntry, WebhookReceipt
 from bot.pipeline import Pipeline
@@ -90,9 +91,12 @@ def _reopened_at(incident: Incident, *, session: Session) -> datetime | None:
 
 
 def _actor(event: dict[str, Any]) -> Actor:
-    agent = event.get("agent") or {}
-    name = agent.get("summary") or "PagerDuty"
-    return Actor(id=f"pagerduty:{name}", mention=f"{name} (in PagerDuty)", via="pagerduty")
+    """Who acted in PagerDuty. The agent's name is anyone's to choose, so it is shown
+    as escaped text (never a mention), without control characters, at most 100 long."""
+    agent = event.get("agent")
+    summary = agent.get("summary") if isinstance(agent, dict) else None
+    name = "".join(ch for ch in str(summary or "") if ch.isprintable())[:100] or "PagerDuty"
+    return Actor(id=f"pagerduty:{name}", mention=md("{} (in PagerDuty)", name), via="pagerduty")
 
 
 def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,

@@ -46,6 +46,9 @@ RESPONSE_PATH = "/response/"
 KNOWN_BLOCKS = {"section", "header", "context", "actions", "divider",
                 "rich_text", "image", "input"}
 TEXT_TYPES = {"mrkdwn", "plain_text"}
+# chat.postMessage: "Slack will truncate messages containing more than 40,000
+# characters"; its documented error for such text is msg_too_long.
+MAX_TEXT = 40_000
 
 
 class SlackStandIn(StandIn):
@@ -235,6 +238,8 @@ class SlackStandIn(StandIn):
                 return self._error(req, "invalid_blocks", problems)
         if not (args.get("text") or blocks or attachments):
             return self._error(req, "no_text")
+        if len(str(args.get("text") or "")) > MAX_TEXT:
+            return self._error(req, "msg_too_long", [f"text longer than {MAX_TEXT} chars"])
         return args.get("text"), blocks, attachments
 
     def _post_message(self, req, args):
@@ -434,6 +439,8 @@ class SlackStandIn(StandIn):
         if not (body.get("text") or blocks or body.get("attachments")
                 or body.get("delete_original")):
             return reject(400, "no_text", "text, blocks or delete_original is required")
+        if len(str(body.get("text") or "")) > MAX_TEXT:
+            return reject(400, "msg_too_long", f"text longer than {MAX_TEXT} chars")
         self._responses.append((req.path[len(RESPONSE_PATH):], body))
         return 200, "ok"
 
@@ -447,6 +454,22 @@ class SlackStandIn(StandIn):
 def _public(msg: dict) -> dict:
     """The message object as Slack returns it (no null fields)."""
     return {k: v for k, v in msg.items() if v is not None and k != "channel"}
+
+
+# -- mrkdwn -------------------------------------------------------------------
+_ANGLED = re.compile(r"<([^<>]*)>")
+
+
+def control_sequences(text: str) -> list[str]:
+    """What Slack's mrkdwn would act on in ``text`` rather than show: every ``<…>``
+    sequence (``<@U…>``, ``<!channel>``, ``<!subteam^S…>``, ``<url|label>``), any
+    stray ``<`` or ``>``, and each ``&`` that starts none of the three escapes
+    (``&amp;``, ``&lt;``, ``&gt;``; docs.slack.dev "Formatting text for app surfaces")."""
+    found = [m.group(0) for m in _ANGLED.finditer(text)]
+    rest = _ANGLED.sub("", text)
+    found += [c for c in "<>" if c in rest]
+    found += re.findall(r"&(?!amp;|lt;|gt;)", text)
+    return found
 
 
 # -- Block Kit ----------------------------------------------------------------
