@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.runbooks.fetch import parse_patterns
+
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
 
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     oncall_runbooks: Path = Path("runbooks")
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
+    # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
+    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/runbooks/fetch.py).
+    runbook_http_allowed_hosts: str = ""
     alert_webhook_token: SecretStr | None = None
     alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     oncall_config: Path = DEFAULT_ROUTING_FILE
@@ -107,6 +112,12 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("runbook_http_allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: str) -> str:
+        parse_patterns(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("log_level")
     @classmethod
