@@ -272,6 +272,9 @@ class Fetcher:
         if encoding not in ("", "identity"):
             raise FetchError(f"{url}: answered with content-encoding {encoding!r}; only uncompressed "
                              "answers are read")
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise FetchError(f"{url}: the answer is larger than {self.max_bytes} bytes; not read")
         kept = bytearray()
         async for chunk in response.aiter_raw():
             kept += chunk

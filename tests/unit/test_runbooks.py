@@ -1,18 +1,19 @@
 """The runbook engine's pure parts: the format, JSON paths, params, templates, redaction,
-selection, and runs of steps that need no outside service (note, python)."""
+selection, runs of steps that need no outside service (note, python), and the guarded
+fetcher and hostile-input rules (against servers on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import sys
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.standins.canary import CanaryServer
 
 from bot.runbooks import (
     RunbookError,
@@ -38,6 +39,7 @@ from bot.runbooks.fetch import (
 )
 from bot.runbooks.outcomes import secrets_from_environment
 from bot.runbooks.templates import TemplateFailure, render_value
+from tests.standins.canary import CanaryServer
 
 SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
 NOW = datetime(2026, 5, 4, 9, 15, tzinfo=UTC)
@@ -414,6 +416,40 @@ def test_an_answer_over_the_cap_is_not_read():
     with CanaryServer() as server:
         with pytest.raises(FetchError, match="larger than 16 bytes"):
             fetch_once(server.url(), HostPolicy.build([server.origin]), max_bytes=16)
+
+
+def test_a_streamed_answer_is_cut_at_the_cap_without_reading_the_rest():
+    sent = []
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(10_000):  # 10 MB, no Content-Length
+                    self.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+                    sent.append(1)
+            except OSError:
+                pass  # the client stopped reading and hung up
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(FetchError, match="larger than 4096 bytes"):
+            fetch_once(origin + "/", HostPolicy.build([origin]), max_bytes=4096)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert len(sent) < 10_000
 
 
 def test_a_refused_url_fails_its_step_and_a_refused_poll_stops_waiting():
