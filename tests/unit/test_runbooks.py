@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import sys
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+import trustme
 import yaml
 
 from bot.runbooks import (
@@ -39,6 +42,7 @@ from bot.runbooks.fetch import (
 )
 from bot.runbooks.outcomes import secrets_from_environment
 from bot.runbooks.templates import TemplateFailure, render_value
+from tests.standins._server import Reply, StandIn
 from tests.standins.canary import CanaryServer
 
 SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
@@ -416,6 +420,31 @@ def test_an_answer_over_the_cap_is_not_read():
     with CanaryServer() as server:
         with pytest.raises(FetchError, match="larger than 16 bytes"):
             fetch_once(server.url(), HostPolicy.build([server.origin]), max_bytes=16)
+
+
+class HttpsHello(StandIn):
+    scheme = "https"
+
+    def route(self, req):
+        return Reply(200, {"hello": req.headers["host"]})
+
+
+def test_tls_is_checked_against_the_name_while_the_connection_goes_to_the_checked_address():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("models.example").configure_cert(server_context)  # no IP in the certificate
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with HttpsHello(ssl_context=server_context) as server:
+        port = server.port
+
+        def fetch(name):
+            return fetch_once(f"https://{name}:{port}/ready", HostPolicy.build([], f"{name}:{port}"),
+                              lambda host, _port: ["127.0.0.1"], ssl_context=client_context)
+
+        assert fetch("models.example").json() == {"hello": f"models.example:{port}"}
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            fetch("other.example")  # same address, a name the certificate does not cover
 
 
 def test_a_streamed_answer_is_cut_at_the_cap_without_reading_the_rest():
