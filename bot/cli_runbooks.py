@@ -85,7 +85,7 @@ def _run(_settings: Any, args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `runbook list|lint|run` to a parser's subcommands; each sets `run(settings, args)`."""
     default_dir = os.environ.get("ONCALL_RUNBOOKS", "runbooks")
-    runbook = subparsers.add_parser("runbook", help="runbooks: list, lint, run")
+    runbook = subparsers.add_parser("runbook", aliases=["runbooks"], help="runbooks: list, lint, run")
     commands = runbook.add_subparsers(dest="runbook_command", required=True)
     for name, handler, text in (("list", _list, "the runbooks and the alerts they serve"),
                                 ("lint", _lint, "every problem in the runbooks (exit 1 if any)"),

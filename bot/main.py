@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         poll_seconds=settings.outbox_poll_seconds, lease=timedelta(minutes=20),
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
+            allowed_hosts=settings.runbook_http_allowed_hosts, ca_bundle=settings.oncall_ca_bundle,
             clock=clock, secrets=settings.secret_values(), **facts),
     )
     oncall = PagerDutyOnCall(

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
+from bot.runbooks.fetch import parse_patterns
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     oncall_runbooks: Path = Path("runbooks")
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
+    # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
+    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/runbooks/fetch.py).
+    runbook_http_allowed_hosts: str = ""
     # One token, or two comma-separated while one is rotated out.
     alert_webhook_token: SecretStr | None = None
     # Serving alert webhooks on a non-loopback address without a token is refused
@@ -146,6 +150,12 @@ class Settings(BaseSettings):
     def _mention(cls, value: str) -> str:
         parse_mention(value)
         return value.strip()
+
+    @field_validator("runbook_http_allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: str) -> str:
+        parse_patterns(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bot.clock import Clock, utcnow
+from bot.runbooks.fetch import Resolver, parse_patterns, system_resolver
+from bot.runbooks.format import RunbookError
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """The alert and incident a run serves, and where the outside services are.
+    """The alert and incident a run serves, where the outside services are, and what
+    the run may fetch.
 
-    `http` is either a client the caller owns (and closes) or a factory the run calls
-    once and closes itself. `environ` is what command steps may pass on (through their
-    env_allow) and where secret-looking values for redaction come from; `secrets` adds
-    more. `plugin_paths` are put on sys.path so python steps can import user plugins.
+    Every fetch goes through the run's guarded client (bot/runbooks/fetch.py), which
+    allows the hosts of `prometheus_url`, `mlflow_uri` and of URLs written literally in
+    the runbook, plus `allowed_hosts` (RUNBOOK_HTTP_ALLOWED_HOSTS patterns); it trusts
+    the usual CAs plus `ca_bundle` (ONCALL_CA_BUNDLE) and asks `resolver` for addresses.
+    `environ` is what command steps may pass on (through their env_allow) and where
+    secret-looking values for redaction come from; `secrets` adds more. `plugin_paths`
+    are put on sys.path so python steps can import user plugins.
     """
 
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -27,7 +32,9 @@ class RunContext:
     incident: Mapping[str, Any] = field(default_factory=dict)
     prometheus_url: str | None = None
     mlflow_uri: str | None = None
-    http: httpx.AsyncClient | Callable[[], httpx.AsyncClient] = httpx.AsyncClient
+    allowed_hosts: str = ""
+    ca_bundle: Path | None = None
+    resolver: Resolver = system_resolver
     clock: Clock = utcnow
     secrets: tuple[str, ...] = ()
     plugin_paths: tuple[str, ...] = ()
@@ -35,11 +42,18 @@ class RunContext:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RunContext:
-        """Service URLs from PROMETHEUS_URL and MLFLOW_TRACKING_URI (MLflow's own variable)."""
+        """Service URLs from PROMETHEUS_URL and MLFLOW_TRACKING_URI (MLflow's own variable),
+        the allowlist from RUNBOOK_HTTP_ALLOWED_HOSTS, extra CAs from ONCALL_CA_BUNDLE."""
         environ = dict(os.environ if environ is None else environ)
+        try:
+            parse_patterns(environ.get("RUNBOOK_HTTP_ALLOWED_HOSTS", ""))
+        except ValueError as exc:
+            raise RunbookError(f"RUNBOOK_HTTP_ALLOWED_HOSTS: {exc}") from None
         values: dict[str, Any] = {
             "prometheus_url": environ.get("PROMETHEUS_URL") or None,
             "mlflow_uri": environ.get("MLFLOW_TRACKING_URI") or None,
+            "allowed_hosts": environ.get("RUNBOOK_HTTP_ALLOWED_HOSTS", ""),
+            "ca_bundle": Path(environ["ONCALL_CA_BUNDLE"]) if environ.get("ONCALL_CA_BUNDLE") else None,
             "environ": environ,
         }
         values.update(overrides)

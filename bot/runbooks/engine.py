@@ -8,20 +8,19 @@ step ends as a StepOutcome, and the run as a RunResult.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
-
+from bot.adapters.tls import client_ssl_context
 from bot.domain.matchers import match_all
 from bot.runbooks.context import RunContext
+from bot.runbooks.fetch import Fetcher, FetchError, FetchRefused, HostPolicy
 from bot.runbooks.format import Runbook, RunbookError, Step, coerce
 from bot.runbooks.outcomes import RunResult, StepOutcome, cap, redact, run_status, secrets_from_environment
 from bot.runbooks.registry import RegistryError
 from bot.runbooks.steps import Observation, StepError, StepIO, prepare
-from bot.runbooks.templates import Pending, TemplateFailure, render_value
+from bot.runbooks.templates import Pending, TemplateFailure, literal_prefix, render_value
 
 OnStep = Callable[[int, StepOutcome], Awaitable[None]]
 _FAILED = ("failed", "error", "timeout")
@@ -86,7 +85,8 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
     when the rest are `skipped`. Each step is bounded by its timeout and by what is
     left of the runbook's. With `dry_run`, every step is rendered and validated but
     not executed: `skipped`, with what would run as its output (values earlier steps
-    would expose render as `<steps.name.key>`).
+    would expose render as `<steps.name.key>`). Every fetch goes through one guarded
+    client (bot/runbooks/fetch.py); a URL it refuses fails its step, naming why.
     """
     secrets = (*secrets_from_environment(context.environ), *context.secrets)
     outcomes: list[StepOutcome] = []
@@ -95,12 +95,11 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
                         "incident": dict(context.incident), "params": dict(params), "steps": exposed}
     deadline = time.monotonic() + runbook.timeout
     stopped_by: str | None = None
-    async with contextlib.AsyncExitStack() as stack:
-        if isinstance(context.http, httpx.AsyncClient):
-            client = context.http
-        else:
-            client = await stack.enter_async_context(context.http())
-        io = StepIO(client=client, context=context)
+    policy = HostPolicy.build([context.prometheus_url, context.mlflow_uri, *literal_urls(runbook)],
+                              context.allowed_hosts)
+    async with Fetcher(policy, resolver=context.resolver,
+                       ssl_context=client_ssl_context(context.ca_bundle)) as fetch:
+        io = StepIO(fetch=fetch, context=context)
         for index, step in enumerate(runbook.steps):
             started_at, started = context.clock(), time.monotonic()
             remaining = deadline - started
@@ -129,6 +128,19 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
                      status=run_status(outcomes))
 
 
+def literal_urls(runbook: Runbook) -> list[str]:
+    """The URLs (up to their host and port) written literally in the runbook's `url`
+    fields, wait_until's inner steps included: `https://models.internal/{{ params.model }}`
+    counts, `{{ params.endpoint_url }}` does not."""
+    found = []
+    steps = [*runbook.steps, *(s.spec["step"] for s in runbook.steps if s.kind == "wait_until")]
+    for step in steps:
+        url = step.spec.get("url")
+        if isinstance(url, str) and (prefix := literal_prefix(url)) is not None:
+            found.append(prefix)
+    return found
+
+
 async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], budget: float,
                 dry_run: bool) -> Observation:
     try:
@@ -141,7 +153,9 @@ async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], bud
             return await action.execute(io, budget)
     except TimeoutError:
         return Observation("timeout", f"timed out after {budget:g}s", {})
-    except (TemplateFailure, StepError, RegistryError) as exc:
+    except FetchRefused as exc:
+        return Observation("failed", f"refused: {exc}", {})
+    except (TemplateFailure, StepError, RegistryError, FetchError) as exc:
         return Observation("error", str(exc), {})
     except Exception as exc:  # unreachable services, a plugin's bug: this step's error, not the run's
         return Observation("error", f"{type(exc).__name__}: {exc}", {})

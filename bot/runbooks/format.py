@@ -20,7 +20,7 @@ import yaml
 from bot.domain.durations import parse_duration
 from bot.domain.matchers import Matcher, MatcherError
 from bot.runbooks.checks import CHECK_OPERATORS, OPERATORS, PathError, parse_path
-from bot.runbooks.templates import is_template, template_problems, template_strings
+from bot.runbooks.templates import is_template, template_problems, template_strings, unfiltered_alert_values
 
 FORMAT_VERSION = 1
 PARAM_TYPES = ("string", "int", "float", "bool")
@@ -31,7 +31,7 @@ MLFLOW_ACTIONS = {  # action -> fields it needs besides `model`
 STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "http": (frozenset({"url"}), frozenset({"method", "headers", "json", "status", "checks", "extract"})),
     "prometheus": (frozenset({"query"}), frozenset({"range", "step", "url", "threshold"})),
-    "command": (frozenset({"argv"}), frozenset({"env_allow"})),
+    "command": (frozenset({"argv"}), frozenset({"env_allow", "allow_options"})),
     "python": (frozenset({"callable"}), frozenset({"args"})),
     "mlflow": (frozenset({"action", "model"}), frozenset({"alias", "version", "max_results"})),
     "wait_until": (frozenset({"step"}), frozenset({"interval"})),
@@ -168,9 +168,34 @@ def _parse(data: Any, problems: _Problems) -> Runbook | None:
     params = _params(data.get("params", {}), problems)
     timeout = _duration(data.get("timeout", DEFAULT_RUN_TIMEOUT), "timeout", problems)
     steps = _steps(data.get("steps"), {p.name for p in params}, problems)
+    _hostile_input_checks(data.get("steps"), params, changes_production is True, problems)
     return Runbook(name=name, description=description if isinstance(description, str) else "",
                    matchers=matchers, changes_production=changes_production is True,
                    params=params, timeout=timeout, steps=steps, source=problems.source)
+
+
+def _hostile_input_checks(raw_steps: Any, params: tuple[Param, ...], changes_production: bool,
+                          problems: _Problems) -> None:
+    """Rules against alert data steering a run: values from labels and annotations go
+    into PromQL only through promql_string/promql_duration, and a runbook that moves
+    an alias says it changes production (so it never runs by itself)."""
+    if not isinstance(raw_steps, list):
+        return
+    tainted = {p.name for p in params if p.from_label or p.from_annotation}
+    for index, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict):
+            continue
+        for key, step in ((f"steps[{index}]", raw), (f"steps[{index}].step", raw.get("step"))):
+            if not isinstance(step, dict):
+                continue
+            if step.get("kind") == "prometheus" and isinstance(step.get("query"), str):
+                for value in unfiltered_alert_values(step["query"], tainted):
+                    problems.add(f"{key}.query", f"{value} comes from the alert: splice it with "
+                                                 "| promql_string (inside a selector) or | promql_duration "
+                                                 "(inside [...])")
+            if step.get("kind") == "mlflow" and step.get("action") == "set_alias" and not changes_production:
+                problems.add(f"{key}.action", "set_alias changes production: the runbook must declare "
+                                              "changes_production: true")
 
 
 def _matchers(raw: Any, problems: _Problems) -> tuple[Matcher, ...]:
@@ -367,6 +392,10 @@ def _kind_checks(kind: str, spec: dict[str, Any], key: str, params: set[str], ea
                 not all(isinstance(item, str | int | float) for item in argv):
             problems.add(f"{key}.argv",
                          "must be a non-empty list of strings (no shell: one item per argument)")
+        if isinstance(argv, list) and argv and isinstance(argv[0], str) and is_template(argv[0]):
+            problems.add(f"{key}.argv[0]", "the program must be written literally, not a template")
+        if not isinstance(spec.get("allow_options", False), bool):
+            problems.add(f"{key}.allow_options", "must be true or false")
         env_allow = spec.get("env_allow", [])
         if not isinstance(env_allow, list) or \
                 not all(isinstance(n, str) and _NAME.match(n) for n in env_allow):

@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from bot.runbooks.fetch import Fetcher
+
 API = "/api/2.0/mlflow/"
 
 
@@ -39,9 +41,10 @@ def tag_keys(alias: str) -> tuple[str, str, str]:
 
 @dataclass(frozen=True, slots=True)
 class ModelRegistry:
-    """One MLflow tracking server. The caller owns (and closes) `client`."""
+    """One MLflow tracking server. The caller owns (and closes) `client`: in runs, the
+    run's guarded Fetcher, which answers `request` like httpx does."""
 
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient | Fetcher
     base_url: str
     clock: Callable[[], datetime]
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
-
 from bot.runbooks.checks import check_json, compare, lookup
 from bot.runbooks.context import RunContext
+from bot.runbooks.fetch import Fetcher, FetchRefused
 from bot.runbooks.format import Step
 from bot.runbooks.outcomes import OUTPUT_LIMIT
 from bot.runbooks.registry import ModelRegistry, iso_from_millis
@@ -49,14 +48,16 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class StepIO:
-    """What executors share during one run."""
+    """What executors share during one run: `fetch` is the run's only HTTP client."""
 
-    client: httpx.AsyncClient
+    fetch: Fetcher
     context: RunContext
 
 
 def prepare(step: Step, spec: Mapping[str, Any], context: RunContext, template_context: Mapping[str, Any]):
     """The action for `step` from its rendered `spec`; raises StepError when a value is unusable."""
+    if step.kind == "command":  # needs the unrendered argv too, to tell data from what is written
+        return _prepare_command(spec, context, written=step.spec)
     return _PREPARE[step.kind](spec, context, template_context)
 
 
@@ -94,8 +95,8 @@ class HttpCall:
         return "\n".join(lines)
 
     async def execute(self, io: StepIO, budget: float) -> Observation:
-        response = await io.client.request(self.method, self.url, headers=self.headers, json=self.body,
-                                           timeout=budget)
+        response = await io.fetch.request(self.method, self.url, headers=self.headers, json=self.body,
+                                          timeout=budget)
         lines = [f"{self.method} {self.url} → {response.status_code} (expected {self.status})"]
         passed = response.status_code == self.status
         try:
@@ -156,7 +157,8 @@ class PromQuery:
             params = {"query": self.query, "start": now - self.range_s, "end": now, "step": self.step_s}
         else:
             endpoint, params = "/api/v1/query", {"query": self.query, "time": now}
-        response = await io.client.get(self.base_url.rstrip("/") + endpoint, params=params, timeout=budget)
+        response = await io.fetch.request("GET", self.base_url.rstrip("/") + endpoint, params=params,
+                                          timeout=budget)
         try:
             body = response.json()
         except ValueError:
@@ -244,8 +246,17 @@ class Command:
                            {"exit_code": code, "output": output})
 
 
-def _prepare_command(spec: Mapping[str, Any], context: RunContext, _t: Mapping[str, Any]) -> Command:
+def _prepare_command(spec: Mapping[str, Any], context: RunContext, *, written: Mapping[str, Any]) -> Command:
+    """A rendered value that starts with `-` would be read as an option (`--kubeconfig=…`,
+    `-o`), so it is refused unless the step sets `allow_options: true`; a `-` written
+    in the runbook itself is the runbook's."""
     argv = [_text(item, f"argv[{i}]") for i, item in enumerate(spec["argv"])]
+    if not spec.get("allow_options", False):
+        for index, (value, source) in enumerate(zip(argv, written["argv"], strict=True)):
+            if index and value.startswith("-") and not str(source).startswith("-"):
+                shown = value if len(value) <= 80 else value[:80] + "…"
+                raise StepError(f"argv[{index}]: the rendered value {shown!r} starts with '-' and would "
+                                "be read as an option; set allow_options: true on the step to allow it")
     names = ["PATH", *spec.get("env_allow", [])]
     env = {name: context.environ[name] for name in names if name in context.environ}
     return Command(argv=argv, env=env)
@@ -308,7 +319,7 @@ class RegistryAction:
         return f"MLflow {self.base_url}: {self.action} {self.model}@{self.alias}{target}"
 
     async def execute(self, io: StepIO, budget: float) -> Observation:
-        registry = ModelRegistry(io.client, self.base_url, io.context.clock)
+        registry = ModelRegistry(io.fetch, self.base_url, io.context.clock)
         name, alias = self.model, self.alias
         if self.action == "what_changed":
             found = await registry.what_changed(name, alias)
@@ -395,6 +406,8 @@ class WaitUntil:
                     last = await self.inner.execute(io, min(self.step.timeout, remaining))
             except TimeoutError:
                 last = Observation("timeout", f"attempt {attempts} timed out", {})
+            except FetchRefused:  # waiting will not change the policy
+                raise
             except Exception as exc:  # a refused connection is what we are waiting out
                 last = Observation("error", f"{type(exc).__name__}: {exc}", {})
             if last.status == "passed":
@@ -429,6 +442,6 @@ def _prepare_note(spec: Mapping[str, Any], _context: RunContext, _t: Mapping[str
     return Note(message=str(spec["message"]))
 
 
-_PREPARE = {"http": _prepare_http, "prometheus": _prepare_prometheus, "command": _prepare_command,
+_PREPARE = {"http": _prepare_http, "prometheus": _prepare_prometheus,
             "python": _prepare_python, "mlflow": _prepare_mlflow, "wait_until": _prepare_wait,
             "note": _prepare_note}

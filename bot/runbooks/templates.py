@@ -6,6 +6,12 @@ Python internals (`__class__`, `__globals__`, ...) and mutation of the context, 
 environment has no loader (no `include` of files), and the helpers that hand out
 functions (`lipsum`, `cycler`, `joiner`) are removed. A rendered value is data: it is
 never passed to a shell.
+
+Values spliced into PromQL go through two filters: `promql_string` makes a complete
+double-quoted string literal (`\\`, `"` and control characters escaped), and
+`promql_duration` lets through only a PromQL duration (`5m`, `1h30m`; an int is
+seconds) and fails the step for anything else. Lint insists on them for values that
+come from alert labels and annotations.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ CONTEXT_NAMES = frozenset({"alert", "incident", "params", "steps"})
 # (an int stays an int), so typed params survive into step fields and python args.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 _TEMPLATE_MARK = re.compile(r"\{\{|\{%|\{#")
+# PromQL's duration grammar (Prometheus model.ParseDuration): units in this order, each once.
+_PROMQL_DURATION = re.compile(r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+_AUTHORITY_END = re.compile(r"^https?://[^/?#]+[/?#]", re.IGNORECASE)
+PROMQL_FILTERS = frozenset({"promql_string", "promql_duration"})
 
 
 class Pending(str):
@@ -43,10 +53,60 @@ class TemplateFailure(Exception):
     """A template that does not parse, names something undefined, or was refused by the sandbox."""
 
 
+class BadValue(ValueError):
+    """A value a filter refuses (e.g. not a PromQL duration); the message says which and why."""
+
+
+def promql_string(value: Any) -> str:
+    """`value` as a PromQL double-quoted string literal, quotes included: whatever it holds,
+    it stays one string (`churn"} or vector(1)` cannot close the selector)."""
+    escaped = []
+    for char in str(value):
+        if char in ('\\', '"'):
+            escaped.append("\\" + char)
+        elif char == "\n":
+            escaped.append("\\n")
+        elif char == "\r":
+            escaped.append("\\r")
+        elif char == "\t":
+            escaped.append("\\t")
+        elif 0xD800 <= ord(char) <= 0xDFFF:  # a lone surrogate is no UTF-8: PromQL would refuse it
+            escaped.append("\\ufffd")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def promql_duration(value: Any) -> str:
+    """`value` if it is a PromQL duration (`30s`, `5m`, `1h30m`, `1w`); an int counts as
+    seconds. Raises BadValue for anything else, which fails the step."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return f"{value}s"
+    text = str(value)
+    if not _PROMQL_DURATION.match(text) or not any(c in "123456789" for c in text):
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise BadValue(f"{shown!r} is not a PromQL duration (like 30s, 5m or 1h30m)")
+    return text
+
+
+def literal_prefix(url: str) -> str | None:
+    """The scheme and host (and port) of `url` when they are written literally, i.e. no
+    template mark before the end of the authority; None otherwise."""
+    mark = _TEMPLATE_MARK.search(url)
+    if mark is None:
+        return url
+    head = _AUTHORITY_END.match(url[:mark.start()])
+    return head.group(0)[:-1] if head else None
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)
+    env.filters["promql_string"] = promql_string
+    env.filters["promql_duration"] = promql_duration
     return env
 
 
@@ -79,6 +139,8 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
                 str(result)  # raises the UndefinedError or SecurityError it carries
             return result
         return _ENV.from_string(text).render(**context)
+    except BadValue as exc:
+        raise TemplateFailure(str(exc)) from None
     except SecurityError as exc:
         raise TemplateFailure(f"template {text!r} refused by the sandbox: {exc}") from None
     except TemplateError as exc:
@@ -126,3 +188,34 @@ def _attribute_references(tree: nodes.Template) -> Iterator[tuple[str, str]]:
         if isinstance(node.node, nodes.Name) and isinstance(node.arg, nodes.Const) \
                 and isinstance(node.arg.value, str):
             yield node.node.name, node.arg.value
+
+
+def unfiltered_alert_values(text: str, tainted_params: set[str]) -> list[str]:
+    """The alert-derived values (`alert.labels…`, `alert.annotations…`, and params in
+    `tainted_params`) that `text` uses outside a promql_string or promql_duration filter.
+    Anything inside such a filter's input is safe: the filter's output is."""
+    try:
+        tree = _ENV.parse(text)
+    except TemplateError:
+        return []  # reported as a syntax error elsewhere
+    found: list[str] = []
+
+    def visit(node: nodes.Node, safe: bool) -> None:
+        if isinstance(node, nodes.Filter) and node.name in PROMQL_FILTERS:
+            if node.node is not None:
+                visit(node.node, True)
+            for child in [*node.args, *node.kwargs]:
+                visit(child, safe)
+            return
+        if not safe and isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
+            attribute = node.attr if isinstance(node, nodes.Getattr) else \
+                (node.arg.value if isinstance(node.arg, nodes.Const) else None)
+            root = node.node.name
+            if (root == "params" and (attribute in tainted_params or (attribute is None and tainted_params))) or \
+                    (root == "alert" and attribute in ("labels", "annotations", None)):
+                found.append(f"{root}.{attribute}" if attribute is not None else root)
+        for child in node.iter_child_nodes():
+            visit(child, safe)
+
+    visit(tree, False)
+    return list(dict.fromkeys(found))

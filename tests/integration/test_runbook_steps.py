@@ -88,7 +88,7 @@ def test_what_changed_uses_the_bots_record_then_falls_back_when_moved_elsewhere(
     steps = (mlflow_step("set_alias", model="fraud", version="1"), mlflow_step("set_alias", model="fraud", version="3",
                                                                                   name="again"),
              mlflow_step("what_changed", model="fraud"))
-    result = run_sync(runbook_of(*steps), mlflow_uri=mlflow_server.url)
+    result = run_sync(runbook_of(*steps, changes_production=True), mlflow_uri=mlflow_server.url)
     changed = by_name(result)["what_changed"]
     assert changed.values["current_version"] == "3" and changed.values["previous_version"] == "1"
     assert changed.values["moved_by_bot"] and changed.values["moved_at"]
@@ -110,7 +110,7 @@ def test_what_changed_on_a_model_without_the_alias_is_an_error(mlflow_server):  
 
 
 def test_set_alias_to_a_missing_version_moves_nothing(mlflow_server, churn):  # noqa: F811
-    outcome = run_sync(runbook_of(mlflow_step("set_alias", model=churn, version="99")),
+    outcome = run_sync(runbook_of(mlflow_step("set_alias", model=churn, version="99"), changes_production=True),
                        mlflow_uri=mlflow_server.url).outcomes[0]
     assert outcome.status == "error" and "RESOURCE_DOES_NOT_EXIST" in outcome.output
     assert mlflow_server.alias(churn, "champion") == "2"
@@ -243,11 +243,12 @@ def test_a_rendered_value_is_one_argv_item_and_never_reaches_a_shell(tmp_path):
 ALERT_LABELS = {"model": "churn", "model_version": "2", "environment": "production"}
 
 
-def run_shipped(name, mlflow_server, metrics, labels=ALERT_LABELS, annotations=None, given=None):  # noqa: F811
+def run_shipped(name, mlflow_server, metrics, labels=ALERT_LABELS, annotations=None, given=None,  # noqa: F811
+                allowed_hosts=""):
     runbook = SHIPPED[name]
     params = resolve_params(runbook, labels, annotations or {}, given or {})
     return run_sync(runbook, params, labels=labels, annotations=annotations or {},
-                    prometheus_url=metrics.url, mlflow_uri=mlflow_server.url)
+                    prometheus_url=metrics.url, mlflow_uri=mlflow_server.url, allowed_hosts=allowed_hosts)
 
 
 def assert_what_changed_first(result):
@@ -302,14 +303,34 @@ def test_stale_features_runbook(mlflow_server, churn, metrics):  # noqa: F811
 
 def test_model_endpoint_down_runbook(mlflow_server, churn, metrics, model_endpoint):  # noqa: F811
     annotations = {"endpoint_url": model_endpoint.url + "/v2/health/ready"}
-    result = run_shipped("model-endpoint-down", mlflow_server, metrics, annotations=annotations)
+    allowed = model_endpoint.url.removeprefix("http://")  # 127.0.0.1:<port>
+    result = run_shipped("model-endpoint-down", mlflow_server, metrics, annotations=annotations,
+                         allowed_hosts=allowed)
     assert_what_changed_first(result)
     out = by_name(result)
     assert out["endpoint_health"].status == "passed" and out["traffic"].status == "passed"
     assert result.status == "passed"
     model_endpoint.status = 500
-    down = run_shipped("model-endpoint-down", mlflow_server, metrics, annotations=annotations)
+    down = run_shipped("model-endpoint-down", mlflow_server, metrics, annotations=annotations,
+                       allowed_hosts=allowed)
     assert by_name(down)["endpoint_health"].status == "failed"
+    before = model_endpoint.requests
+    refused = by_name(run_shipped("model-endpoint-down", mlflow_server, metrics,
+                                  annotations=annotations))["endpoint_health"]
+    assert refused.status == "failed" and "host not allowed: set RUNBOOK_HTTP_ALLOWED_HOSTS" in refused.output
+    assert model_endpoint.requests == before
+
+
+@pytest.mark.parametrize("hostile", [
+    {"environment": 'nowhere",environment=~".+'},            # widen the selector to every environment
+    {"model": 'nobody"} or vector(0) #'},                     # end the query early and make it healthy
+    {"environment": 'a\\"} or vector(0) #\nb'},               # a backslash and a newline to break the escaping
+])
+def test_promql_injection_from_labels_stays_inside_the_string(mlflow_server, churn, metrics, hostile):  # noqa: F811
+    labels = {**ALERT_LABELS, **hostile}
+    now = by_name(run_shipped("error-rate-high", mlflow_server, metrics, labels=labels))["error_rate_now"]
+    # Prometheus parsed the query (no bad_data) and matched no series: the value stayed one label value.
+    assert now.status == "failed" and "no samples" in now.output, now.output
 
 
 def test_rollback_runbook_moves_the_alias_back_to_the_previous_version(mlflow_server, metrics):  # noqa: F811

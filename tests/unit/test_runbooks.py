@@ -1,13 +1,21 @@
 """The runbook engine's pure parts: the format, JSON paths, params, templates, redaction,
-selection, and runs of steps that need no outside service (note, python)."""
+selection, runs of steps that need no outside service (note, python), and the guarded
+fetcher and hostile-input rules (against servers on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import ssl
+import sys
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+import trustme
 import yaml
 
 from bot.runbooks import (
@@ -22,8 +30,20 @@ from bot.runbooks import (
     select_runbook,
 )
 from bot.runbooks.checks import check_json, compare, lookup
+from bot.runbooks.engine import literal_urls
+from bot.runbooks.fetch import (
+    Fetcher,
+    FetchError,
+    FetchRefused,
+    HostPolicy,
+    parse_patterns,
+    refused_address,
+    system_resolver,
+)
 from bot.runbooks.outcomes import secrets_from_environment
 from bot.runbooks.templates import TemplateFailure, render_value
+from tests.standins._server import Reply, StandIn
+from tests.standins.canary import CanaryServer
 
 SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
 NOW = datetime(2026, 5, 4, 9, 15, tzinfo=UTC)
@@ -312,3 +332,274 @@ def test_the_runbook_timeout_bounds_the_steps(tmp_path):
 def test_shipped_runbooks_parse_as_yaml_documents():
     for path in SHIPPED.glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["version"] == 1
+
+
+# --- hostile input: the guarded fetcher ---------------------------------------------------
+
+@pytest.mark.parametrize("host, port, allowed", [
+    ("prometheus.internal", 9090, True),        # PROMETHEUS_URL: that host and port
+    ("prometheus.internal", 9091, False),
+    ("PROMETHEUS.internal.", 9090, True),       # case and a trailing dot do not matter
+    ("mlflow.internal", 443, True),             # https:// default port
+    ("churn.models.svc.cluster.local", 8080, True),   # *.models.svc.cluster.local, any port
+    ("models.svc.cluster.local", 8080, False),  # the wildcard needs a label before the domain
+    ("evilmodels.svc.cluster.local", 8080, False),
+    ("fixed.example", 8443, True), ("fixed.example", 80, False),   # fixed.example:8443
+    ("127.0.0.1", 5000, True), ("::ffff:127.0.0.1", 5000, True), ("127.0.0.1", 5001, False),
+    ("::1", 8000, True), ("169.254.169.254", 80, True),   # allowed by pattern; refused by the fetcher
+])
+def test_host_policy_allows_service_urls_and_patterns(host, port, allowed):
+    policy = HostPolicy.build(["http://prometheus.internal:9090", "https://mlflow.internal", None],
+                              "*.models.svc.cluster.local, fixed.example:8443,127.0.0.1:5000,[::1]:8000,"
+                              "169.254.169.254")
+    assert policy.allows(host, port) is allowed
+
+
+@pytest.mark.parametrize("pattern", ["*", "*.", "a:b", "http://x", "x:0", "[::1]x", "a*b.com"])
+def test_bad_allowlist_patterns_are_refused_naming_the_entry(pattern):
+    with pytest.raises(ValueError, match=re.escape(repr(pattern))):
+        parse_patterns(pattern)
+
+
+@pytest.mark.parametrize("address, refused", [
+    ("169.254.169.254", True), ("169.254.1.1", True), ("fd00:ec2::254", True), ("fe80::1", True),
+    ("::ffff:169.254.169.254", True), ("::ffff:a9fe:a9fe", True), ("::169.254.169.254", True),
+    ("64:ff9b::a9fe:a9fe", True), ("100.100.100.200", True),
+    ("127.0.0.1", False), ("10.0.0.1", False), ("::1", False), ("fd00:ec2::253", False), ("::", False),
+])
+def test_link_local_and_metadata_addresses_are_refused_in_every_form(address, refused):
+    assert (refused_address(address) is not None) is refused
+
+
+def fetch_once(url, policy, resolver=system_resolver, **options):
+    async def go():
+        async with Fetcher(policy, resolver=resolver, **options) as fetch:
+            return await fetch.request("GET", url, timeout=5)
+    return asyncio.run(go())
+
+
+def test_the_connection_goes_to_the_checked_address_not_a_second_dns_answer():
+    answers = iter([["127.0.0.1"], ["169.254.169.254"]])  # a rebinding DNS server
+    asked = []
+
+    def rebinding(host, port):
+        asked.append((host, port))
+        return next(answers)
+
+    with CanaryServer() as server:
+        port = server.port
+        answer = fetch_once(f"http://rebind.example:{port}/health",
+                            HostPolicy.build([], f"rebind.example:{port}"), rebinding)
+        (request,) = server.requests
+    assert answer.status_code == 200 and asked == [("rebind.example", port)]
+    assert request.headers["host"] == f"rebind.example:{port}" and request.path == "/health"
+
+
+@pytest.mark.parametrize("url, names", [
+    ("http://169.254.169.254/latest/meta-data/", "never fetched"),
+    ("http://[::ffff:169.254.169.254]/latest/meta-data/", "never fetched"),
+    ("http://metadata.google.internal/computeMetadata/v1/", "never fetched"),
+    ("http://2852039166/latest/meta-data/", "never fetched"),          # 169.254.169.254 as a number
+    ("http://resolves-to-metadata.example/", "resolves to 169.254.169.254"),
+    ("http://not-listed.example/", "host not allowed: set RUNBOOK_HTTP_ALLOWED_HOSTS"),
+    ("file:///etc/passwd", "only http:// and https://"),
+])
+def test_refused_urls_send_nothing_even_when_a_pattern_allows_the_host(url, names):
+    def resolver(host, port):
+        return {"resolves-to-metadata.example": ["10.0.0.7", "169.254.169.254"],
+                "2852039166": ["169.254.169.254"]}[host]
+
+    policy = HostPolicy.build([], "169.254.169.254,[::ffff:169.254.169.254],metadata.google.internal,"
+                                  "2852039166,resolves-to-metadata.example")
+    with pytest.raises(FetchRefused, match=re.escape(names)) as refused:
+        fetch_once(url, policy, resolver)
+    assert "RUNBOOK_HTTP_ALLOWED_HOSTS" in str(refused.value) or url.startswith("file")
+
+
+def test_an_answer_over_the_cap_is_not_read():
+    with CanaryServer() as server:
+        with pytest.raises(FetchError, match="larger than 16 bytes"):
+            fetch_once(server.url(), HostPolicy.build([server.origin]), max_bytes=16)
+
+
+class HttpsHello(StandIn):
+    scheme = "https"
+
+    def route(self, req):
+        return Reply(200, {"hello": req.headers["host"]})
+
+
+def test_tls_is_checked_against_the_name_while_the_connection_goes_to_the_checked_address():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("models.example").configure_cert(server_context)  # no IP in the certificate
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with HttpsHello(ssl_context=server_context) as server:
+        port = server.port
+
+        def fetch(name):
+            return fetch_once(f"https://{name}:{port}/ready", HostPolicy.build([], f"{name}:{port}"),
+                              lambda host, _port: ["127.0.0.1"], ssl_context=client_context)
+
+        assert fetch("models.example").json() == {"hello": f"models.example:{port}"}
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            fetch("other.example")  # same address, a name the certificate does not cover
+
+
+def test_a_streamed_answer_is_cut_at_the_cap_without_reading_the_rest():
+    sent = []
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(10_000):  # 10 MB, no Content-Length
+                    self.wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+                    sent.append(1)
+            except OSError:
+                pass  # the client stopped reading and hung up
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(FetchError, match="larger than 4096 bytes"):
+            fetch_once(origin + "/", HostPolicy.build([origin]), max_bytes=4096)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert len(sent) < 10_000
+
+
+def test_a_refused_url_fails_its_step_and_a_refused_poll_stops_waiting():
+    runbook = runbook_of(params={"url": {"from_annotation": "endpoint_url"}}, steps=[
+        {"name": "health", "kind": "http", "url": "{{ params.url }}"},
+        {"name": "poll", "kind": "wait_until", "interval": 1, "timeout": "30s",
+         "step": {"name": "again", "kind": "http", "url": "{{ params.url }}"}}])
+    result = run_sync(runbook, {"url": "http://10.1.2.3:8080/health"})
+    assert [o.status for o in result.outcomes] == ["failed", "failed"]
+    assert all("host not allowed: set RUNBOOK_HTTP_ALLOWED_HOSTS" in o.output for o in result.outcomes)
+    assert result.outcomes[1].duration_s < 5
+
+
+def test_literal_hosts_of_a_runbook_are_allowed_templated_ones_are_not():
+    runbook = runbook_of(steps=[
+        {"name": "a", "kind": "http", "url": "https://models.internal:8443/{{ params.p }}/health"},
+        {"name": "b", "kind": "prometheus", "query": "up", "url": "http://thanos.internal:10902"},
+        {"name": "c", "kind": "http", "url": "http://{{ params.p }}.internal/"},
+        {"name": "d", "kind": "http", "url": "http://x.internal{{ params.p }}/"},
+        {"name": "w", "kind": "wait_until", "step": {"name": "i", "kind": "http", "url": "http://poll.internal/"}}],
+        params={"p": {"default": "x"}})
+    assert literal_urls(runbook) == ["https://models.internal:8443", "http://thanos.internal:10902",
+                                     "http://poll.internal/"]
+
+
+# --- hostile input: PromQL ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value, literal", [
+    ("churn", '"churn"'),
+    ('churn"} or vector(1) #', '"churn\\"} or vector(1) #"'),
+    ("a\\b", '"a\\\\b"'),
+    ("line\nbreak\r\t", '"line\\nbreak\\r\\t"'),
+    ("bell\x07", '"bell\\u0007"'),
+    (7, '"7"'),
+])
+def test_promql_string_makes_one_string_literal(value, literal):
+    assert render_value("{{ v | promql_string }}", {"v": value}) == literal
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("2m", True), ("1h30m", True), ("500ms", True), ("1w", True), ("90s", True), (120, True),
+    ("2m])) * 0 or vector(0) #", False), ("", False), ("0s", False), ("5", False), ("m", False),
+    ("1m1h", False), ("-5m", False), ("5m ", False), (True, False),
+])
+def test_promql_duration_lets_through_only_durations(value, ok):
+    if ok:
+        assert render_value("[{{ v | promql_duration }}]", {"v": value}) in (f"[{value}]", f"[{value}s]")
+    else:
+        with pytest.raises(TemplateFailure, match="is not a PromQL duration"):
+            render_value("[{{ v | promql_duration }}]", {"v": value})
+
+
+def test_the_health_window_injection_fails_the_health_check_instead_of_passing():
+    runbook = load_runbooks(SHIPPED)["rollback-model"]
+    hostile = {"health_window": "2m])) * 0 or vector(0) #"}
+    params = resolve_params(runbook, {"model": "churn"}, hostile, {})
+    result = run_sync(runbook, params, dry_run=True,
+                      context=RunContext(clock=lambda: NOW, environ={}, annotations=hostile,
+                                         mlflow_uri="http://mlflow.internal", prometheus_url="http://prom.internal"))
+    healthy = {o.name: o for o in result.outcomes}["healthy"]
+    assert healthy.status == "error" and "is not a PromQL duration" in healthy.output
+
+
+QUERY_PARAMS = "version: 1\nname: x\nparams: {m: {from_label: model}, w: {from_annotation: w}, n: {default: a}}\n"
+
+
+@pytest.mark.parametrize("query, flagged", [
+    ('up{model="{{ params.m }}"}', "params.m comes from the alert"),
+    ('up{model="{{ alert.labels.model }}"}', "alert.labels comes from the alert"),
+    ("rate(x[{{ alert.annotations['w'] }}])", "alert.annotations comes from the alert"),
+    ("rate(x[{{ params.w }}])", "params.w comes from the alert"),
+    ("up{model={{ params.m if true else 'x' | promql_string }}}", "params.m comes from the alert"),
+    ("up{model={{ params[params.n] | promql_string }}}", None),
+    ('up{model={{ params.m | promql_string }},n="{{ params.n }}"}[{{ params.w | promql_duration }}]', None),
+])
+def test_lint_flags_alert_values_spliced_into_queries_without_the_filters(tmp_path, query, flagged):
+    step = {"name": "q", "kind": "prometheus", "query": query}
+    for steps in ([step], [{"name": "w", "kind": "wait_until", "step": step}]):
+        text = QUERY_PARAMS + yaml.safe_dump({"steps": steps})
+        problems = [p for p in problems_of(tmp_path, text) if "comes from the alert" in p]
+        if flagged is None:
+            assert problems == []
+        else:
+            assert len(problems) == 1 and flagged in problems[0] and ".query: " in problems[0], problems
+
+
+# --- hostile input: command steps and production changes -----------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("version: 1\nname: x\nsteps: [{name: a, kind: command, argv: ['{{ alert.labels.tool }}', 'x']}]",
+     "bad.yaml: steps[0].argv[0]: the program must be written literally"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: command, argv: [kubectl], allow_options: yes please}]",
+     "bad.yaml: steps[0].allow_options: must be true or false"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: mlflow, action: set_alias, model: m, version: '2'}]",
+     "bad.yaml: steps[0].action: set_alias changes production: the runbook must declare changes_production: true"),
+    ("version: 1\nname: x\nsteps: [{name: w, kind: wait_until, step: {name: a, kind: mlflow, action: set_alias, "
+     "model: m, version: '2'}}]",
+     "bad.yaml: steps[0].step.action: set_alias changes production"),
+])
+def test_lint_refuses_templated_programs_and_undeclared_production_changes(tmp_path, text, expected):
+    problems = problems_of(tmp_path, text)
+    assert any(p == f"{tmp_path}/{expected}" or p.startswith(f"{tmp_path}/{expected}") for p in problems), problems
+
+
+def test_a_read_only_command_diagnostic_and_a_declared_rollback_lint_clean(tmp_path):
+    (tmp_path / "ok.yaml").write_text(
+        "version: 1\nname: ok\nchanges_production: true\nparams: {ns: {from_label: namespace}}\nsteps:\n"
+        "  - {name: pods, kind: command, argv: [kubectl, get, pods, -n, '{{ params.ns }}', -o, wide]}\n"
+        "  - {name: move, kind: mlflow, action: set_alias, model: m, version: '2'}\n")
+    assert lint(tmp_path) == []
+
+
+def test_a_rendered_argument_starting_with_a_dash_is_refused_unless_the_step_allows_options():
+    argv = [sys.executable, "-c", "import sys; print(sys.argv[1:])", "{{ alert.labels.ns }}", "--ns={{ alert.labels.ns }}"]
+    hostile = {"ns": "--kubeconfig=/tmp/evil"}
+    refused = run_sync(runbook_of(steps=[{"name": "c", "kind": "command", "argv": argv}]),
+                       context=RunContext(clock=lambda: NOW, environ={}, labels=hostile)).outcomes[0]
+    assert refused.status == "error" and "argv[3]" in refused.output and "allow_options: true" in refused.output
+    allowed = run_sync(runbook_of(steps=[{"name": "c", "kind": "command", "argv": argv, "allow_options": True}]),
+                       context=RunContext(clock=lambda: NOW, environ={}, labels=hostile)).outcomes[0]
+    assert allowed.status == "passed" and "'--kubeconfig=/tmp/evil', '--ns=--kubeconfig=/tmp/evil'" in allowed.output
+    plain = run_sync(runbook_of(steps=[{"name": "c", "kind": "command", "argv": argv}]),
+                     context=RunContext(clock=lambda: NOW, environ={}, labels={"ns": "prod"})).outcomes[0]
+    assert plain.status == "passed"
