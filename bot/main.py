@@ -80,7 +80,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
                         on_runs=lambda: runs.wake(), clock=clock, runbooks=runbooks)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
-        poll_seconds=settings.outbox_poll_seconds, lease=timedelta(minutes=20),
+        poll_seconds=settings.outbox_poll_seconds,
+        # Renewed while the run goes on; a dead process's runs are free again this soon.
+        lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
             clock=clock, secrets=settings.secret_values(), **facts),
