@@ -102,7 +102,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
             gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, runs=runs, mlflow_uri=settings.mlflow_tracking_uri),
+            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
