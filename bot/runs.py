@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 from bot import store
 from bot.clock import Clock, utcnow
 from bot.db import Database
-from bot.domain.confirmations import CONFIRM_WITHIN
+from bot.domain.confirmations import not_to_start
 from bot.models import AlertOccurrence, Delivery, Incident, RollbackLock, RunbookRun, StepResult
 from bot.runbooks import (
     Runbook,
@@ -142,16 +142,10 @@ class RunWorker:
 
     def _not_to_resume(self, runbook: str, purpose: str, status: str, created_at: datetime,
                        now: datetime) -> str | None:
-        """Why a due run that changes production must not start, or None."""
         known = self.runbooks.get(runbook)
-        if purpose != "rollback" and not (known is not None and known.changes_production):
-            return None
-        if status == "running":
-            return ("the bot stopped while it ran (its lease expired), so it was not "
-                    "resumed: the alias may have moved")
-        if now - created_at >= CONFIRM_WITHIN:
-            return "it was confirmed more than 10 minutes ago and never started"
-        return None
+        return not_to_start(
+            changes_production=purpose == "rollback" or bool(known and known.changes_production),
+            started=status == "running", requested_at=created_at, now=now)
 
     def _interrupt(self, run_id: int, why: str, *, session: Session, now: datetime) -> None:
         """Mark a production-changing run interrupted, say so, and free its model's lock."""

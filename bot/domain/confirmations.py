@@ -1,4 +1,5 @@
-"""When a rollback confirmation still holds, and where a run's result may be answered.
+"""When a rollback confirmation still holds, whether a due run that changes production may
+start, and where a run's result may be answered.
 
 Pure decisions over times and ids, so expiry is table-tested with the time passed in.
 """
@@ -27,6 +28,25 @@ def confirmation_refusal(*, expires_at: datetime, used_at: datetime | None,
         minutes = int(CONFIRM_WITHIN.total_seconds() // 60)
         return (f"This preview expired (confirmations hold for {minutes} minutes); nothing "
                 "changed. Ask for a new preview.")
+    return None
+
+
+def not_to_start(*, changes_production: bool, started: bool, requested_at: datetime,
+                 now: datetime) -> str | None:
+    """Why a run that is due (never leased, or its lease expired) must not start, or None.
+
+    A run that changes production was started once already if its lease expired: its
+    process died mid-run and production may have moved on since (a later roll-forward),
+    so it is never resumed. One confirmed but never started is held to the
+    confirmation's own ten minutes. Runs that change nothing simply run (again)."""
+    if not changes_production:
+        return None
+    if started:
+        return ("the bot stopped while it ran (its lease expired), and production may have "
+                "changed since")
+    if now - requested_at >= CONFIRM_WITHIN:
+        minutes = int(CONFIRM_WITHIN.total_seconds() // 60)
+        return f"it was confirmed more than {minutes} minutes ago and never started"
     return None
 
 

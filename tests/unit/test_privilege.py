@@ -11,6 +11,7 @@ from bot.domain.confirmations import (
     CONFIRM_WITHIN,
     answer_through_response_url,
     confirmation_refusal,
+    not_to_start,
 )
 from bot.domain.permissions import Guarded, may, who_may
 from bot.domain.routing import Permissions
@@ -48,6 +49,20 @@ def test_a_confirmation_holds_once_for_its_previewer_within_ten_minutes(
 ])
 def test_a_result_goes_to_the_response_url_only_while_slack_takes_it(age, through_url):
     assert answer_through_response_url(NOW - age, NOW) is through_url
+
+
+@pytest.mark.parametrize(("production", "started", "age", "why"), [
+    (False, True, timedelta(hours=1), None),  # diagnostics run again after a crash
+    (False, False, timedelta(days=1), None),
+    (True, False, timedelta(minutes=1), None),  # a fresh confirmation starts
+    (True, True, timedelta(minutes=1), "the bot stopped while it ran"),  # never resumed
+    (True, False, CONFIRM_WITHIN, "never started"),  # the bot was down past the confirmation
+])
+def test_a_run_that_changes_production_never_starts_twice_nor_late(production, started, age,
+                                                                   why):
+    answer = not_to_start(changes_production=production, started=started,
+                          requested_at=NOW - age, now=NOW)
+    assert answer is None if why is None else why in answer
 
 
 def test_running_a_runbook_needs_what_resolving_an_l1_needs():
