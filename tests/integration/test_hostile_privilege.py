@@ -31,6 +31,7 @@ from tests.integration.test_slack_pagerduty import (
     slack_headers,
 )
 from tests.services import ModelHealth, mlflow_server, prometheus_server  # noqa: F401
+from tests.standins.signing import slash_command_body
 
 ROUTES = f"""
 version: 1
@@ -132,12 +133,27 @@ def test_a_stranger_running_a_runbook_is_refused_and_nothing_changes(
 def test_a_permitted_run_starts_in_the_worker_and_answers_through_the_response_url(
         guarded_bot, slack):
     bot = guarded_bot
-    started, result = answers(bot, slack, "runbook run probe window=90s count=3", PLATFORM, 2)
+    started, result = sorted(answers(bot, slack, "runbook run probe window=90s count=3",
+                                     PLATFORM, 2), key=lambda text: not text.startswith("Started"))
     assert "Started `probe` (run #1)" in started
     assert "probe: passed" in result and "probed over 90s, 3 time(s)" in result
     (record,) = bot.rows("SELECT purpose, status, requested_by FROM runbookrun")
     assert tuple(record) == ("manual", "passed", f"slack:{PLATFORM}")
     assert slack.ephemeral == []  # well within Slack's 30 minutes: the response_url
+
+
+def test_a_result_the_response_url_no_longer_takes_comes_as_an_ephemeral_message(
+        guarded_bot, slack):
+    bot = guarded_bot
+    slack.fail("response_url", status=404, times=2)  # expired, as after Slack's 30 minutes
+    body = slash_command_body("runbook run probe", user_id=PLATFORM, channel_id="C0ALERTS01",
+                              response_url=slack.response_url("expired"))
+    assert bot.http.post("/slack/events", content=body,
+                         headers=slack_headers(SIGNING_SECRET, body)).status_code == 200
+    (message,) = bot.until(lambda: slack.ephemeral, timeout=30, what="the ephemeral result")
+    assert (message["channel"], message["user"]) == ("C0ALERTS01", PLATFORM)
+    assert "probe: passed" in message["text"]
+    assert slack.responses("expired") == []
 
 
 def test_a_bad_param_is_refused_naming_it_and_the_rule_and_nothing_runs(guarded_bot, slack):

@@ -24,8 +24,8 @@ from tests.integration.test_slack_pagerduty import (
     block_actions_body,
     slack_headers,
 )
-from tests.standins.signing import slash_command_body
 from tests.services import ModelHealth, mlflow_server, prometheus_server  # noqa: F401
+from tests.standins.signing import slash_command_body
 
 ROUTES = """
 version: 1
@@ -199,7 +199,8 @@ def test_runbook_and_rollback_commands(runbook_bot, slack, mlflow_server,  # noq
     asked = "runbook run error-rate-high model=cmddemo environment=production"
     assert "You may not run a runbook" in slash(bot, slack, asked)[1]
     assert bot.rows("SELECT id FROM runbookrun") == []
-    started, ran = answers(bot, slack, asked, ON_CALL, 2)
+    started, ran = sorted(answers(bot, slack, asked, ON_CALL, 2),
+                          key=lambda text: not text.startswith("Started"))
     assert "Started `error-rate-high`" in started
     assert "error-rate-high:" in ran and "what_changed" in ran and f"v{bad}" in ran
     (record,) = bot.rows("SELECT purpose, status, requested_by FROM runbookrun")
