@@ -94,7 +94,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
                         on_runs=lambda: runs.wake(), clock=clock, runbooks=runbooks)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
-        poll_seconds=settings.outbox_poll_seconds, lease=timedelta(minutes=20),
+        poll_seconds=settings.outbox_poll_seconds,
+        # Renewed while the run goes on; a dead process's runs are free again this soon.
+        lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
             allowed_hosts=settings.runbook_http_allowed_hosts, ca_bundle=settings.oncall_ca_bundle,
@@ -115,7 +117,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
             gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, runs=runs, mlflow_uri=settings.mlflow_tracking_uri),
+            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager

@@ -148,6 +148,10 @@ class RunbookRun(SQLModel, table=True):
     finished_at: datetime | None = None
     lease_until: datetime | None = None
     slack_ts: str | None = None  # the thread reply that shows its progress
+    # A run asked for from Slack: where its result is answered (the request's
+    # response_url while Slack takes it, then an ephemeral message in the channel).
+    answer_url: str | None = None
+    answer_channel: str | None = None
 
 
 class StepResult(SQLModel, table=True):
@@ -172,3 +176,21 @@ class RollbackLock(SQLModel, table=True):
     run_id: int
     taken_by: str
     taken_at: datetime
+
+
+class RollbackConfirmation(SQLModel, table=True):
+    """A previewed rollback awaiting Confirm: the button carries only this row's id, so
+    what runs is what the bot showed, to whom, until `expires_at`, once."""
+
+    id: str = Field(primary_key=True, max_length=64)  # unguessable
+    model: str
+    alias: str
+    from_version: str
+    to_version: str
+    runbook: str
+    incident_id: int | None = None
+    environment: str = ""
+    previewed_by: str
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None

@@ -31,6 +31,7 @@ from sqlmodel import col, select
 from bot import store
 from bot.clock import Clock, utcnow
 from bot.db import Database
+from bot.domain.confirmations import answer_through_response_url
 from bot.domain.delivery import (
     PAGE_ALERT_REPEAT,
     expired,
@@ -42,7 +43,9 @@ from bot.domain.messages import (
     IncidentView,
     RunStepView,
     RunView,
+    cut,
     incident_message,
+    md,
     run_message,
 )
 from bot.domain.ratelimit import TokenBucket, backoff
@@ -50,7 +53,7 @@ from bot.metrics import Metrics
 from bot.models import Delivery, Incident, RunbookRun, StepResult
 from bot.ports import Chat, Notes, Pager, RetryLater, Undeliverable
 from bot.runbooks import Runbook
-from bot.runs import rollback_runbook
+from bot.runs import rollback_runbook, summary
 from bot.store import Outcome
 from bot.worker_loop import claim_and_run
 
@@ -243,6 +246,9 @@ class Dispatcher:
             await self.chat.post(delivery.payload["channel"], delivery.payload["text"],
                                  delivery.payload.get("blocks") or [])
             return Outcome(delivery, "sent")
+        if delivery.action == "answer":
+            await self._answer_run(delivery.payload["run_id"])
+            return Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
         if delivery.action == "run_sync":
             return await self._send_run(delivery, incident)
@@ -280,6 +286,24 @@ class Dispatcher:
         posted = await self.chat.post(channel, text, blocks,  # type: ignore[union-attr]
                                       thread_ts=incident.slack_ts)
         return Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts))
+
+    async def _answer_run(self, run_id: int) -> None:
+        """A run's result, to whoever asked for it from Slack: through the request's
+        response_url while Slack takes it there, else as an ephemeral message."""
+        record, steps, _ = await to_thread.run_sync(self._load_run, run_id)
+        text = md("```\n{}\n```", cut(summary(record.runbook, record.status, steps), 3800))
+        if record.answer_url and answer_through_response_url(record.created_at, self.clock()):
+            try:
+                await self.chat.respond(record.answer_url, text)  # type: ignore[union-attr]
+                return
+            except Undeliverable as exc:
+                if not record.answer_channel:
+                    raise
+                log.info("run %s: response_url refused (%s); answering ephemerally", run_id, exc)
+        if not record.answer_channel:
+            raise Undeliverable("the response_url has expired and no channel was recorded")
+        await self.chat.post_ephemeral(  # type: ignore[union-attr]
+            record.answer_channel, record.requested_by.removeprefix("slack:"), text)
 
     def _load_run(self, run_id: int) -> tuple[RunbookRun, list[StepResult], list[int]]:
         with self.db.read() as session:

@@ -52,6 +52,11 @@ class Chat(Protocol):
     async def update(self, channel_id: str, ts: str, text: str,
                      blocks: list[dict[str, Any]]) -> None: ...
 
+    async def respond(self, response_url: str, text: str) -> None:
+        """An ephemeral answer through a slash command's response_url."""
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> None: ...
+
 
 class Notes(Protocol):
     async def add_note(self, incident_key: str, content: str) -> None:

@@ -1,4 +1,5 @@
-"""Slack's Web API (chat.postMessage, chat.update) through slack_sdk's AsyncWebClient.
+"""Slack's Web API (chat.postMessage, chat.update, chat.postEphemeral) through slack_sdk's
+AsyncWebClient, and response_urls through its AsyncWebhookClient.
 
 The SDK's own retry handlers are turned off: the outbox owns retries, honouring
 a 429's Retry-After for everything it sends to Slack.
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.ports import PostedMessage, RetryLater, Undeliverable
 
@@ -30,6 +32,8 @@ class SlackChat:
             token=token, base_url=base_url, ssl=ssl_context, timeout=int(timeout),
             retry_handlers=[],
         )
+        self._ssl = ssl_context
+        self._timeout = int(timeout)
 
     def start(self) -> None:
         """Give the client one pooled session for all calls (without it the SDK opens a
@@ -49,6 +53,24 @@ class SlackChat:
                      blocks: list[dict[str, Any]]) -> None:
         await self._call(self.client.chat_update, channel=channel_id, ts=ts, text=text,
                          blocks=blocks)
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
+        await self._call(self.client.chat_postEphemeral, channel=channel, user=user, text=text)
+
+    async def respond(self, response_url: str, text: str) -> None:
+        """Undeliverable when Slack refuses it (expired, or used up): answer another way."""
+        hook = AsyncWebhookClient(response_url, ssl=self._ssl, timeout=self._timeout,
+                                  session=self.client.session, retry_handlers=[])
+        try:
+            response = await hook.send(text=text, response_type="ephemeral",
+                                       replace_original=False)
+        except (TimeoutError, aiohttp.ClientError, SlackClientError, ValueError) as exc:
+            raise RetryLater(f"Slack unreachable: {type(exc).__name__}") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryLater(f"Slack response_url HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise Undeliverable(f"Slack response_url HTTP {response.status_code}: "
+                                f"{str(response.body)[:100]}")
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         try:

@@ -1,7 +1,7 @@
 """Who may do what: the one place that decides, given facts gathered by the caller.
 
-Resolving an L1 incident, silencing, escalating to a model's owners and rolling
-back a model are restricted to configured Slack users and user groups and to whoever is on call
+Resolving an L1 incident, silencing, escalating to a model's owners, rolling back a
+model and running a runbook on demand are restricted to configured Slack users and user groups and to whoever is on call
 now. Acknowledging, noting, listing and declaring are open to everyone.
 """
 
@@ -19,6 +19,7 @@ class Guarded(StrEnum):
     SILENCE = "silence alerts"
     ESCALATE = "escalate to a model's owners"
     ROLLBACK = "roll back a model"
+    RUN_RUNBOOK = "run a runbook"
 
 
 def may(user_id: str, *, permissions: Permissions, groups_of_user: Collection[str],

@@ -71,7 +71,7 @@ def resolve_params(runbook: Runbook, labels: Mapping[str, str], annotations: Map
             resolved[param.name] = None
             continue
         try:
-            resolved[param.name] = coerce(value, param.type)
+            resolved[param.name] = coerce(value, param.type, param.pattern)
         except ValueError as exc:
             raise RunbookError(f"{runbook.name}: param {param.name!r} ({origin}): {exc}") from None
     return resolved

@@ -33,7 +33,8 @@ STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "prometheus": (frozenset({"query"}), frozenset({"range", "step", "url", "threshold"})),
     "command": (frozenset({"argv"}), frozenset({"env_allow", "allow_options"})),
     "python": (frozenset({"callable"}), frozenset({"args"})),
-    "mlflow": (frozenset({"action", "model"}), frozenset({"alias", "version", "max_results"})),
+    "mlflow": (frozenset({"action", "model"}),
+               frozenset({"alias", "version", "expect_version", "max_results"})),
     "wait_until": (frozenset({"step"}), frozenset({"interval"})),
     "note": (frozenset({"message"}), frozenset()),
 }
@@ -45,7 +46,8 @@ _RUNBOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _RUNBOOK_KEYS = {"version", "name", "description", "matchers", "changes_production", "params",
                  "timeout", "steps"}
-_PARAM_KEYS = {"type", "default", "from_label", "from_annotation", "required", "description"}
+_PARAM_KEYS = {"type", "default", "from_label", "from_annotation", "required", "description",
+               "pattern"}
 
 
 class RunbookError(ValueError):
@@ -61,6 +63,7 @@ class Param:
     from_annotation: str | None = None
     required: bool = False
     description: str = ""
+    pattern: str | None = None  # a regular expression the whole value must match
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,10 +235,19 @@ def _params(raw: Any, problems: _Problems) -> tuple[Param, ...]:
         if kind not in PARAM_TYPES:
             problems.add(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
             continue
+        pattern = spec.get("pattern")
+        if pattern is not None:
+            try:
+                if not isinstance(pattern, str):
+                    raise re.error("must be a string")
+                re.compile(pattern)
+            except re.error as exc:
+                problems.add(f"{key}.pattern", f"not a regular expression: {exc}")
+                continue
         default = spec.get("default")
         if default is not None:
             try:
-                default = coerce(default, kind)
+                default = coerce(default, kind, pattern)
             except ValueError as exc:
                 problems.add(f"{key}.default", str(exc))
         for source_key in ("from_label", "from_annotation"):
@@ -246,15 +258,19 @@ def _params(raw: Any, problems: _Problems) -> tuple[Param, ...]:
         params.append(Param(name=name, type=kind, default=default,
                             from_label=spec.get("from_label"), from_annotation=spec.get("from_annotation"),
                             required=spec.get("required") is True,
-                            description=str(spec.get("description", ""))))
+                            description=str(spec.get("description", "")), pattern=pattern))
     return tuple(params)
 
 
-def coerce(value: Any, kind: str) -> Any:
-    """`value` as a param of `kind`; raises ValueError saying what was wrong."""
+def coerce(value: Any, kind: str, pattern: str | None = None) -> Any:
+    """`value` as a param of `kind`, whose text must match all of `pattern` when given;
+    raises ValueError saying what was wrong (the rule, and the value cut short)."""
+    if pattern is not None and not isinstance(value, bool | dict | list) and (
+            re.fullmatch(pattern, str(value)) is None):
+        raise ValueError(f"{_shown(value)} does not match the pattern {pattern!r}")
     if kind == "string":
         if isinstance(value, bool | dict | list):
-            raise ValueError(f"expected a string, got {value!r}")
+            raise ValueError(f"expected a string, got {_shown(value)}")
         return str(value)
     if kind == "bool":
         if isinstance(value, bool):
@@ -264,7 +280,7 @@ def coerce(value: Any, kind: str) -> Any:
             return True
         if text in ("false", "no", "0", "off"):
             return False
-        raise ValueError(f"expected a bool (true/false), got {value!r}")
+        raise ValueError(f"expected a bool (true/false), got {_shown(value)}")
     if isinstance(value, bool):
         raise ValueError(f"expected {kind}, got {value!r}")
     try:
@@ -274,7 +290,13 @@ def coerce(value: Any, kind: str) -> Any:
             return int(value) if not isinstance(value, str) else int(value.strip())
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"expected {kind}, got {value!r}") from None
+        raise ValueError(f"expected {kind}, got {_shown(value)}") from None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for an error message: someone else wrote it, and it may be long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _duration(raw: Any, key: str, problems: _Problems) -> float:

@@ -34,6 +34,10 @@ class RegistryError(Exception):
     """MLflow refused a call or could not be reached; the message carries its error code."""
 
 
+class AliasMoved(RegistryError):
+    """The alias no longer serves the version a move was meant to start from."""
+
+
 def tag_keys(alias: str) -> tuple[str, str, str]:
     """Tag names (version, previous_version, moved_at) that record the bot's moves of `alias`."""
     return (f"oncall.{alias}.version", f"oncall.{alias}.previous_version", f"oncall.{alias}.moved_at")
@@ -92,13 +96,22 @@ class ModelRegistry:
         run = (await self._call("GET", "runs/get", params={"run_id": run_id}))["run"]
         return {m["key"]: m["value"] for m in run.get("data", {}).get("metrics", [])}
 
-    async def set_alias(self, name: str, alias: str, version: str) -> str | None:
+    async def set_alias(self, name: str, alias: str, version: str, *,
+                        expected: str | None = None) -> str | None:
         """Point `alias` at `version` and record the move in tags; returns the version it
         served before (None if the alias was new). Moving it to where it already is
-        changes nothing, so the recorded previous version survives a repeated rollback."""
+        changes nothing, so the recorded previous version survives a repeated rollback.
+
+        MLflow has no compare-and-set: with `expected`, the alias is read again just
+        before the write, and AliasMoved is raised, with nothing written, unless it
+        still serves `expected`. A move by someone else in between remains possible."""
         await self.model_version(name, version)  # a missing version fails before anything moves
-        current = await self.alias_version(name, alias)
-        before = current["version"] if current else None
+        aliases = (await self.registered_model(name)).get("aliases", [])
+        before = next((a["version"] for a in aliases if a["alias"] == alias), None)
+        if expected is not None and before != str(expected):
+            raise AliasMoved(f"{name}@{alias} serves {'v' + before if before else 'no version'} "
+                             f"now, not v{expected} as expected: the alias moved since the "
+                             "preview, so it was left alone")
         if before == str(version):
             return before
         await self._call("POST", "registered-models/alias",

@@ -26,7 +26,7 @@ from bot.runbooks.context import RunContext
 from bot.runbooks.fetch import Fetcher, FetchRefused
 from bot.runbooks.format import Step
 from bot.runbooks.outcomes import OUTPUT_LIMIT
-from bot.runbooks.registry import ModelRegistry, iso_from_millis
+from bot.runbooks.registry import AliasMoved, ModelRegistry, iso_from_millis
 from bot.runbooks.templates import Pending, render_value
 
 DEFAULT_ALIAS = "champion"
@@ -313,9 +313,12 @@ class RegistryAction:
     alias: str
     version: str | None
     max_results: int
+    expected: str | None = None  # set_alias: only from this version (re-read just before)
 
     def describe(self) -> str:
         target = f" to version {self.version}" if self.action == "set_alias" else ""
+        if self.action == "set_alias" and self.expected is not None:
+            target += f" if it still serves version {self.expected}"
         return f"MLflow {self.base_url}: {self.action} {self.model}@{self.alias}{target}"
 
     async def execute(self, io: StepIO, budget: float) -> Observation:
@@ -341,7 +344,11 @@ class RegistryAction:
                      for v in versions]
             text = "\n".join(lines) or f"{name} has no versions"
             return Observation("passed", text, {"versions": versions})
-        before = await registry.set_alias(name, alias, self.version or "")
+        try:
+            before = await registry.set_alias(name, alias, self.version or "",
+                                              expected=self.expected)
+        except AliasMoved as exc:
+            return Observation("failed", str(exc), {"expected_version": self.expected})
         moved = f"v{before} → v{self.version}" if before != self.version else f"already v{self.version}"
         return Observation("passed", f"{name}@{alias}: {moved}",
                            {"previous_version": before, "version": self.version})
@@ -376,11 +383,14 @@ def _prepare_mlflow(spec: Mapping[str, Any], context: RunContext, _t: Mapping[st
         max_results = int(spec.get("max_results", 10))
     except (TypeError, ValueError):
         raise StepError(f"max_results: expected a number, got {spec.get('max_results')!r}") from None
+    expected = spec.get("expect_version")
     return RegistryAction(base_url=context.mlflow_uri, action=spec["action"],
                           model=_text(spec["model"], "model"),
                           alias=_text(spec.get("alias") or DEFAULT_ALIAS, "alias"),
                           version=None if version is None else _text(version, "version"),
-                          max_results=max_results)
+                          max_results=max_results,
+                          expected=None if expected is None or str(expected).strip() in ("", "None")
+                          else _text(expected, "expect_version"))
 
 
 # --- wait_until ---------------------------------------------------------------------------

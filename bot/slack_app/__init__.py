@@ -19,7 +19,6 @@ from bot.domain.routing import RoutingConfig
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
 from bot.runbooks import Runbook
-from bot.runs import RunWorker
 from bot.store import DeliveryPolicy
 
 
@@ -34,7 +33,6 @@ class Services:
     gatekeeper: Gatekeeper
     oncall: PagerDutyOnCall | None
     runbooks: Mapping[str, Runbook]
-    runs: RunWorker
     mlflow_uri: str | None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from anyio import to_thread
@@ -36,9 +36,10 @@ from bot.incident_actions import (
     open_incidents,
     resolve,
 )
-from bot.models import Incident, RunbookRun, StepResult
+from bot.models import Incident
 from bot.reports import slack_report
-from bot.runs import summary as run_summary
+from bot.runbooks import RunbookError, resolve_params
+from bot.runs import first_alert
 from bot.silences import add_silence, expire_silence, list_silences
 from bot.slack_app import Services
 from bot.slack_app.rollback import latest_open_incident, preview
@@ -67,7 +68,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await rollback_command(parsed, command["user_id"], services, respond)
             return
         if parsed.name == "runbook":
-            await runbook_command(parsed, command["user_id"], services, respond)
+            await runbook_command(parsed, command, services, respond)
             return
         if parsed.name == "report":
             text, blocks = await report(parsed.text, services)
@@ -140,7 +141,7 @@ async def rollback_command(command: Command, user_id: str, services: Services,
         labels = dict(incident.labels) if incident else {"model": command.text}
         text, blocks = await preview(services, model=command.text, labels=labels,
                                      incident_id=incident.id if incident else None,
-                                     target=command.filters.get("version"))
+                                     target=command.filters.get("version"), user_id=user_id)
         await respond(text=text, blocks=blocks, response_type="ephemeral",
                       replace_original=False)
     except ActionRefused as exc:
@@ -148,18 +149,26 @@ async def rollback_command(command: Command, user_id: str, services: Services,
                       replace_original=False)
 
 
-async def runbook_command(command: Command, user_id: str, services: Services,
+async def runbook_command(command: Command, slash: dict[str, Any], services: Services,
                           respond: Any) -> None:
-    """`runbook list`, or run a diagnostics runbook now and answer with its outcome."""
+    """`runbook list`, or ask the runbook worker for a diagnostics run now. Running one
+    needs the permission resolving an L1 needs; its params are checked (names, types,
+    patterns) before anything is written. The answer says it started; the result
+    follows through the same response_url (see RunWorker and the outbox's `answer`)."""
     if command.text == "list":
         lines = [f"• `{mrkdwn(r.name)}`{' (changes production)' if r.changes_production else ''}"
                  f": {mrkdwn(r.description.strip())}" for r in services.runbooks.values()]
         await respond(text="\n".join(lines) or "No runbooks are loaded.",
                       response_type="ephemeral", replace_original=False)
         return
+    user_id = slash["user_id"]
+    refusal = await services.gatekeeper.refusal(user_id, Guarded.RUN_RUNBOOK)
     runbook = services.runbooks.get(command.text)
-    if runbook is None:
-        text = f"There is no runbook {command.text!r}; `/oncall runbook list` shows them."
+    if refusal:
+        text = refusal
+    elif runbook is None:
+        text = (f"There is no runbook `{mrkdwn(command.text)}`; `/oncall runbook list` "
+                "shows them.")
     elif runbook.changes_production:
         text = f"`{runbook.name}` changes production: use `/oncall rollback MODEL` to preview it."
     else:
@@ -169,19 +178,26 @@ async def runbook_command(command: Command, user_id: str, services: Services,
             incident = (session.exec(select(Incident).where(
                 Incident.model == model, col(Incident.state).in_(store.OPEN_STATES))
                 .order_by(col(Incident.id).desc())).first() if model else None)
+            alert = first_alert(incident, session=session)
+            labels = dict(alert.labels) if alert else dict(incident.labels if incident else {})
+            try:  # what the worker will resolve, refused now rather than failed later
+                resolve_params(runbook, labels, dict(alert.annotations) if alert else {},
+                               command.filters)
+            except RunbookError as exc:
+                raise ActionRefused(f"Not run: {mrkdwn(exc)}") from None
             record = store.request_run(incident, runbook.name, "manual", session=session,
                                        now=now, requested_by=f"slack:{user_id}",
                                        params=dict(command.filters))
-            record.status, record.lease_until = "running", now + timedelta(minutes=20)
+            record.answer_url = slash.get("response_url") or None
+            record.answer_channel = slash.get("channel_id") or None
             return record.id  # type: ignore[return-value]
 
-        run_id = await services.pipeline.transact(ask)
-        await services.runs.execute(run_id)
-        with services.db.read() as session:
-            record = session.get(RunbookRun, run_id)
-            steps = list(session.exec(select(StepResult).where(StepResult.run_id == run_id)
-                                      .order_by(col(StepResult.position))).all())
-        text = f"```\n{run_summary(runbook.name, record.status if record else '?', steps)}\n```"
+        try:
+            run_id = await services.pipeline.transact(ask)
+            text = (f"Started `{runbook.name}` (run #{run_id}); its result follows here when "
+                    "it ends.")
+        except ActionRefused as exc:
+            text = str(exc)
     await respond(text=text, response_type="ephemeral", replace_original=False)
 
 

@@ -6,30 +6,41 @@ version serving its alias now, the target (by default the version before it) and
 each step. Confirming, by someone allowed to, takes the model's lock (one rollback
 at a time per model), writes who confirmed and before → target on the timeline, and
 hands the run to the runbook worker, which records the health check after.
+
+The preview is kept on the server (RollbackConfirmation): Confirm carries only its
+id, works once, for ten minutes, for the person who previewed it, if they still may,
+and only while the alias still serves the version the preview showed.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from slack_bolt.async_app import AsyncApp
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot import store
 from bot.clock import utcnow
-from bot.domain.messages import mrkdwn
+from bot.domain.confirmations import ALIAS_MOVED, CONFIRM_WITHIN, confirmation_refusal
+from bot.domain.messages import Mrkdwn, actor_mrkdwn, md, md_join, mention, mrkdwn_text, shorten
 from bot.domain.permissions import Guarded
 from bot.incident_actions import ActionRefused, Actor
-from bot.models import Incident, RollbackLock
+from bot.models import Incident, RollbackConfirmation, RollbackLock
+from bot.runbooks import Runbook
 from bot.runbooks.registry import ModelRegistry, RegistryError
 from bot.runs import rollback_runbook
 from bot.slack_app import Services
 
 DEFAULT_ALIAS = "champion"  # MLflow's documented convention for the serving version
+NOT_OFFERED = "That confirmation is not a rollback this bot offered; nothing changed."
+_CONFIRMATION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
 
 
 def latest_open_incident(model: str, *, session: Session) -> Incident | None:
@@ -39,75 +50,149 @@ def latest_open_incident(model: str, *, session: Session) -> Incident | None:
 
 
 async def preview(services: Services, *, model: str, labels: dict[str, str],
-                  incident_id: int | None, target: str | None) -> tuple[str, list[dict]]:
-    """What a rollback would do, with Confirm and Cancel buttons; raises ActionRefused."""
+                  incident_id: int | None, target: str | None,
+                  user_id: str) -> tuple[str, list[dict]]:
+    """What a rollback would do, with Confirm and Cancel buttons; raises ActionRefused.
+
+    The preview is kept as a RollbackConfirmation row (who, model, from → to, expiry);
+    Confirm carries only its id. Every value shown came from outside (the model name,
+    MLflow's answers, labels), so each is escaped and none becomes a link."""
     runbook = rollback_runbook(services.runbooks, {**labels, "model": model})
     if runbook is None:
-        raise ActionRefused(f"No rollback runbook serves model {model!r}.")
+        raise ActionRefused(md("No rollback runbook serves model `{}`.", model))
     if not services.mlflow_uri:
         raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
     alias = labels.get("model_alias") or DEFAULT_ALIAS
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            found = await ModelRegistry(client, services.mlflow_uri, utcnow).what_changed(
-                model, alias)
-        except RegistryError as exc:
-            raise ActionRefused(f"Could not read the registry: {exc}") from None
-    current, target = found["current_version"], target or found["previous_version"]
+    found = await _registry_call(services, lambda registry: registry.what_changed(model, alias))
+    current, target = str(found["current_version"]), str(target or found["previous_version"] or "")
+    shown = md("{}@{}", model, alias)
     if not target:
-        raise ActionRefused(f"{model}@{alias} serves v{current} and there is no earlier version.")
-    if str(target) == str(current):
-        raise ActionRefused(f"{model}@{alias} already serves v{current}.")
-    steps = "\n".join(f"{n}. `{mrkdwn(s.name)}` ({s.kind})" for n, s in enumerate(runbook.steps, 1))
-    text = (f"*Roll back {mrkdwn(model)}@{alias}: v{current} → v{target}*"
-            + (f" ({found['previous_source']})" if target == found["previous_version"] else "")
-            + f"\nRunbook `{runbook.name}` will run:\n{steps}")
-    value = json.dumps({"incident": incident_id, "model": model, "alias": alias,
-                        "current": current, "target": str(target), "runbook": runbook.name,
-                        "environment": labels.get("environment", "")})
+        raise ActionRefused(md("{} serves v{} and there is no earlier version.", shown, current))
+    if target == current:
+        raise ActionRefused(md("{} already serves v{}.", shown, current))
+
+    def keep(session: Session, now: datetime) -> RollbackConfirmation:
+        session.exec(delete(RollbackConfirmation).where(  # type: ignore[call-overload]
+            col(RollbackConfirmation.expires_at) < now - timedelta(days=1)))
+        pending = RollbackConfirmation(
+            id=secrets.token_urlsafe(24), model=model, alias=alias, from_version=current,
+            to_version=target, runbook=runbook.name, incident_id=incident_id,
+            environment=labels.get("environment", ""), previewed_by=f"slack:{user_id}",
+            created_at=now, expires_at=now + CONFIRM_WITHIN)
+        session.add(pending)
+        return pending
+
+    pending = await services.pipeline.transact(keep)
+    steps = md_join(md("{}. `{}` ({})", n, s.name, s.kind) for n, s in enumerate(runbook.steps, 1))
+    source = found["previous_source"] if target == found["previous_version"] else None
+    minutes = int(CONFIRM_WITHIN.total_seconds() // 60)
+    text = md("*Roll back {}: v{} → v{}*{}\nRunbook `{}` will run:\n{}\nConfirm within {} minutes.",
+              shown, current, target, md(" ({})", source) if source else Mrkdwn(""),
+              runbook.name, steps, minutes)
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "section", "text": mrkdwn_text(text, 3000)},
         {"type": "actions", "block_id": "rollback", "elements": [
-            {"type": "button", "action_id": "rollback_confirm", "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": f"Roll back to v{target}"},
+            {"type": "button", "action_id": "rollback_confirm", "style": "danger",
+             "value": pending.id,
+             "text": {"type": "plain_text", "text": shorten(f"Roll back to v{target}", 75)},
              "confirm": {"title": {"type": "plain_text", "text": "Change production?"},
-                         "text": {"type": "plain_text",
-                                  "text": f"{model}@{alias} will serve v{target}."[:300]},
+                         "text": {"type": "plain_text", "text": shorten(
+                             f"{model}@{alias} will serve v{target}.", 300)},
                          "confirm": {"type": "plain_text", "text": "Roll back"},
                          "deny": {"type": "plain_text", "text": "Cancel"},
                          "style": "danger"}},
-            {"type": "button", "action_id": "rollback_cancel", "value": "cancel",
+            {"type": "button", "action_id": "rollback_cancel", "value": pending.id,
              "text": {"type": "plain_text", "text": "Cancel"}},
         ]},
     ]
     return text, blocks
 
 
-def start(choice: dict[str, Any], actor: Actor, *, session: Session, now: datetime) -> str:
-    """Take the model's lock and ask for the run; ActionRefused if a rollback is running."""
-    incident = (session.get(Incident, choice["incident"]) if choice.get("incident")
-                else latest_open_incident(choice["model"], session=session))
-    held = session.get(RollbackLock, choice["model"])
+async def _registry_call(services: Services, call: Any) -> Any:
+    """One read of the registry; ActionRefused (escaped) when MLflow fails."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            return await call(ModelRegistry(client, services.mlflow_uri or "", utcnow))
+        except RegistryError as exc:
+            raise ActionRefused(md("Could not read the registry: {}", exc)) from None
+
+
+async def confirm(confirmation_id: str, user_id: str, services: Services) -> str:
+    """Run a previewed rollback; raises ActionRefused, with nothing changed, unless the
+    person may, the preview is theirs, unused and unexpired, and the alias still serves
+    the version the preview showed."""
+    refusal = await services.gatekeeper.refusal(user_id, Guarded.ROLLBACK)
+    if refusal:
+        raise ActionRefused(refusal)
+    pending = None
+    if _CONFIRMATION_ID.fullmatch(confirmation_id):
+        with services.db.read() as session:
+            pending = session.get(RollbackConfirmation, confirmation_id)
+    if pending is None:
+        raise ActionRefused(NOT_OFFERED)
+    actor = Actor(id=f"slack:{user_id}", mention=mention(user_id), via="slack")
+    problem = confirmation_refusal(expires_at=pending.expires_at, used_at=pending.used_at,
+                                   previewed_by=pending.previewed_by, confirmed_by=actor.id,
+                                   now=services.pipeline.clock())
+    if problem:
+        raise ActionRefused(problem)
+    serving = await _registry_call(
+        services, lambda registry: registry.alias_version(pending.model, pending.alias))
+    now_serves = str(serving["version"]) if serving else "nothing"
+    if now_serves != pending.from_version:
+        raise ActionRefused(md(
+            "Not rolled back: {} ({}@{} serves v{} now; the preview showed v{}). Nothing changed; "
+            "ask for a new preview.", ALIAS_MOVED, pending.model, pending.alias, now_serves,
+            pending.from_version))
+    try:
+        return await services.pipeline.transact(
+            lambda session, now: start(pending.id, actor, services.runbooks,
+                                       session=session, now=now))
+    except IntegrityError:
+        raise ActionRefused(md("A rollback of {} is already running; nothing changed.",
+                               pending.model)) from None
+
+
+def start(confirmation_id: str, actor: Actor, runbooks: Mapping[str, Runbook], *,
+          session: Session, now: datetime) -> str:
+    """Use the confirmation (once), take the model's lock and ask for the run;
+    ActionRefused if it was used or expired meanwhile, or a rollback is running."""
+    used = session.exec(update(RollbackConfirmation).where(  # type: ignore[call-overload]
+        col(RollbackConfirmation.id) == confirmation_id,
+        col(RollbackConfirmation.used_at).is_(None),
+        col(RollbackConfirmation.expires_at) > now).values(used_at=now))
+    if used.rowcount != 1:
+        raise ActionRefused("This rollback was already confirmed, cancelled or has expired; "
+                            "nothing changed.")
+    choice = session.get(RollbackConfirmation, confirmation_id)
+    assert choice is not None
+    incident = (session.get(Incident, choice.incident_id) if choice.incident_id
+                else latest_open_incident(choice.model, session=session))
+    held = session.get(RollbackLock, choice.model)
     if held is not None:
-        raise ActionRefused(f"A rollback of {choice['model']} is already running (run "
-                            f"#{held.run_id}, confirmed by {held.taken_by}); nothing changed.")
-    params = {"model": choice["model"], "alias": choice["alias"],
-              "target_version": choice["target"]}
-    if choice.get("environment"):
-        params["environment"] = choice["environment"]
-    run = store.request_run(incident, choice["runbook"], "rollback", session=session, now=now,
+        raise ActionRefused(md("A rollback of {} is already running (run #{}, confirmed by {}); "
+                               "nothing changed.", choice.model, held.run_id,
+                               actor_mrkdwn(held.taken_by)))
+    params = {"model": choice.model, "alias": choice.alias, "target_version": choice.to_version}
+    declared = {p.name for p in runbooks[choice.runbook].params} if choice.runbook in runbooks \
+        else set()
+    if "from_version" in declared:  # set_alias then moves the alias only from this version
+        params["from_version"] = choice.from_version
+    if choice.environment:
+        params["environment"] = choice.environment
+    run = store.request_run(incident, choice.runbook, "rollback", session=session, now=now,
                             requested_by=actor.id, params=params)
-    session.add(RollbackLock(model=choice["model"], run_id=run.id, taken_by=actor.id,  # type: ignore[arg-type]
+    session.add(RollbackLock(model=choice.model, run_id=run.id, taken_by=actor.id,  # type: ignore[arg-type]
                              taken_at=now))
     session.flush()  # a concurrent confirm fails here, on the lock's primary key
+    moved = f"{choice.model}@{choice.alias} v{choice.from_version} → v{choice.to_version}"
     if incident is not None:
         store.add_timeline(incident, "rollback_started",
-                           f"confirmed by {actor.mention}: {choice['model']}@{choice['alias']} "
-                           f"v{choice['current']} → v{choice['target']} (runbook "
-                           f"{choice['runbook']}, run #{run.id})",
+                           f"confirmed by {actor.mention}: {moved} (runbook "
+                           f"{choice.runbook}, run #{run.id})",
                            session=session, actor=actor.id, now=now)
-    return (f"Rolling back {choice['model']}@{choice['alias']} v{choice['current']} → "
-            f"v{choice['target']} (run #{run.id}); progress follows in the incident's thread.")
+    return md("Rolling back {} (run #{}); progress follows in the incident's thread.", moved,
+              run.id)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -119,43 +204,44 @@ def register(app: AsyncApp, services: Services) -> None:
             refusal = await services.gatekeeper.refusal(user_id, Guarded.ROLLBACK)
             if refusal:
                 raise ActionRefused(refusal)
-            incident_id = int(body["actions"][0]["value"])
+            try:
+                incident_id = int(body["actions"][0]["value"])
+            except ValueError:
+                raise ActionRefused("That button does not name an incident.") from None
             with services.db.read() as session:
                 incident = session.get(Incident, incident_id)
             if incident is None or not incident.model:
                 raise ActionRefused(f"Incident #{incident_id} names no model to roll back.")
             text, blocks = await preview(services, model=incident.model,
                                          labels=dict(incident.labels), incident_id=incident_id,
-                                         target=None)
+                                         target=None, user_id=user_id)
             await respond(text=text, blocks=blocks, response_type="ephemeral",
                           replace_original=False)
         except ActionRefused as exc:
-            await respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            await respond(text=exc.text, response_type="ephemeral", replace_original=False)
 
     @app.action("rollback_confirm")
-    async def confirm(ack: Any, body: dict[str, Any], respond: Any) -> None:
+    async def confirm_pressed(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        actor = Actor(id=f"slack:{user_id}", mention=f"<@{user_id}>", via="slack")
         try:
-            refusal = await services.gatekeeper.refusal(user_id, Guarded.ROLLBACK)
-            if refusal:
-                raise ActionRefused(refusal)
-            choice = json.loads(body["actions"][0]["value"])
-            try:
-                text = await services.pipeline.transact(
-                    lambda session, now: start(choice, actor, session=session, now=now))
-            except IntegrityError:
-                raise ActionRefused(f"A rollback of {choice['model']} is already running; "
-                                    "nothing changed.") from None
+            text = await confirm(str(body["actions"][0].get("value") or ""), body["user"]["id"],
+                                 services)
         except ActionRefused as exc:
-            text = str(exc)
-        except (ValueError, KeyError):
-            text = "That confirmation is not a rollback this bot offered."
+            text = exc.text
         await respond(text=text, response_type="ephemeral", replace_original=True)
 
     @app.action("rollback_cancel")
-    async def cancel(ack: Any, respond: Any) -> None:
+    async def cancel(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        """Use up the preview's confirmation, so its Confirm no longer works."""
         await ack()
+        confirmation_id = str(body["actions"][0].get("value") or "")
+        if not _CONFIRMATION_ID.fullmatch(confirmation_id):
+            confirmation_id = ""
+        previewer = f"slack:{body['user']['id']}"
+        await services.pipeline.transact(lambda session, now: session.exec(  # type: ignore[call-overload]
+            update(RollbackConfirmation).where(
+                col(RollbackConfirmation.id) == confirmation_id,
+                col(RollbackConfirmation.previewed_by) == previewer,
+                col(RollbackConfirmation.used_at).is_(None)).values(used_at=now)))
         await respond(text="Rollback cancelled; nothing changed.", response_type="ephemeral",
                       replace_original=True)

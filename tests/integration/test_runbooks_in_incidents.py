@@ -25,6 +25,7 @@ from tests.integration.test_slack_pagerduty import (
     slack_headers,
 )
 from tests.services import ModelHealth, mlflow_server, prometheus_server  # noqa: F401
+from tests.standins.signing import slash_command_body
 
 ROUTES = """
 version: 1
@@ -85,6 +86,17 @@ def press(bot, slack, action: str, value: str, user: str) -> str:
     assert bot.http.post("/slack/events", content=body,
                          headers=slack_headers(SIGNING_SECRET, body)).status_code == 200
     return name
+
+
+def answers(bot, slack, text: str, user: str, count: int) -> list[str]:
+    """POST a signed /oncall and wait for `count` answers through its response_url."""
+    name = f"cmd-{time.monotonic_ns()}"
+    body = slash_command_body(text, user_id=user, response_url=slack.response_url(name))
+    assert bot.http.post("/slack/events", content=body,
+                         headers=slack_headers(SIGNING_SECRET, body)).status_code == 200
+    found = bot.until(lambda: len(slack.responses(name)) >= count and slack.responses(name),
+                      timeout=60, what=f"{count} answers to /oncall {text}")
+    return [answer["text"] for answer in found]
 
 
 def alert_for(model: str) -> dict:
@@ -154,12 +166,15 @@ def test_two_rollbacks_of_one_model_at_once_one_is_refused(
     assert bot.post("alertmanager", alert_for("lockdemo")).status_code == 202
     bot.until(bot.outbox_settled, what="the incident message")
     ((incident_id,),) = bot.rows("SELECT id FROM incident")
-    value = json.dumps({"incident": incident_id, "model": "lockdemo", "alias": "champion",
-                        "current": bad, "target": good, "runbook": "rollback-model",
-                        "environment": "production"})
+    values = []
+    for _ in range(2):  # two previews, so two confirmations, each good once
+        asked = press(bot, slack, "incident_rollback", str(incident_id), ON_CALL)
+        (preview,) = bot.until(lambda a=asked: slack.responses(a), what="a preview")
+        values += [e["value"] for b in preview["blocks"] if b["type"] == "actions"
+                   for e in b["elements"] if e["action_id"] == "rollback_confirm"]
     names: list[str] = []
-    threads = [threading.Thread(target=lambda: names.append(
-        press(bot, slack, "rollback_confirm", value, ON_CALL))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda v=value: names.append(
+        press(bot, slack, "rollback_confirm", v, ON_CALL))) for value in values]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -181,14 +196,20 @@ def test_runbook_and_rollback_commands(runbook_bot, slack, mlflow_server,  # noq
     listed = slash(bot, slack, "runbook list")[1]
     assert "`rollback-model` (changes production)" in listed and "`error-rate-high`" in listed
 
-    ran = slash(bot, slack, "runbook run error-rate-high model=cmddemo environment=production")[1]
+    asked = "runbook run error-rate-high model=cmddemo environment=production"
+    assert "You may not run a runbook" in slash(bot, slack, asked)[1]
+    assert bot.rows("SELECT id FROM runbookrun") == []
+    started, ran = sorted(answers(bot, slack, asked, ON_CALL, 2),
+                          key=lambda text: not text.startswith("Started"))
+    assert "Started `error-rate-high`" in started
     assert "error-rate-high:" in ran and "what_changed" in ran and f"v{bad}" in ran
     (record,) = bot.rows("SELECT purpose, status, requested_by FROM runbookrun")
-    assert (record.purpose, record.requested_by) == ("manual", f"slack:{STRANGER}")
+    assert (record.purpose, record.requested_by) == ("manual", f"slack:{ON_CALL}")
     assert record.status not in ("pending", "running")
 
-    assert "changes production" in slash(bot, slack, "runbook run rollback-model model=x")[1]
-    assert "no runbook 'nope'" in slash(bot, slack, "runbook run nope")[1]
+    assert "changes production" in slash(bot, slack, "runbook run rollback-model model=x",
+                                         user=ON_CALL)[1]
+    assert "no runbook `nope`" in slash(bot, slack, "runbook run nope", user=ON_CALL)[1]
     assert "You may not roll back" in slash(bot, slack, "rollback cmddemo", user=STRANGER)[1]
     preview = slash(bot, slack, "rollback cmddemo", user=ON_CALL)[1]
     assert f"v{bad} → v{good}" in preview
