@@ -17,8 +17,8 @@ from sqlmodel import Session
 
 from bot import store
 from bot.domain.incident import IncidentState
-from bot.domain.messages import cut, md, mention, mrkdwn, thread_reply
 from bot.domain.matchers import Matcher, MatchType
+from bot.domain.messages import cut, md, mention, mrkdwn, thread_reply
 from bot.domain.permissions import Guarded
 from bot.domain.routing import Tier
 from bot.incident_actions import ActionRefused, Done, acknowledge, escalate, locked, resolve

@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import WEBHOOK_TOKEN
 from tests.harness import BotProcess
-from tests.standins.signing import pagerduty_headers, pagerduty_webhook, slack_headers, \
-    slash_command_body
+from tests.standins.signing import pagerduty_headers, pagerduty_webhook, slack_headers, slash_command_body
 from tests.standins.slack import control_sequences
 
 SIGNING_SECRET = "slack-signing-secret-for-tests"
