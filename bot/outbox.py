@@ -163,6 +163,7 @@ class Dispatcher:
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._running = False
         self._draining = False
+        self._stopped = False
         self._joined: set[str] = set()  # Slack channel IDs joined (or tried) by this process
         self._told: set[tuple[str, str]] = set()  # Slack setup problems already said
 
@@ -195,7 +196,8 @@ class Dispatcher:
         try:
             await claim_and_run(claim=self._claim, handle=self._deliver, in_flight=self._in_flight,
                                 concurrency=CONCURRENCY, wake=self._wake,
-                                poll_seconds=self.poll_seconds, what="deliveries")
+                                poll_seconds=self.poll_seconds, what="deliveries",
+                                stopped=lambda: self._stopped)
         finally:
             self._running = False
             for task in watchers:
@@ -219,6 +221,8 @@ class Dispatcher:
             log.warning("stopping with %d delivery outcomes unrecorded", self._outcomes.qsize())
         else:
             log.info("delivery outcomes recorded; %d sends unfinished", len(self._in_flight))
+        self._stopped = True  # the claim loop ends, cancelling what is still unfinished
+        self._wake.set()
 
     def _release_leases(self) -> None:
         with self.db.write() as session:

@@ -653,9 +653,10 @@ class SlackStandIn(StandIn):
                                f"offset:{offset + limit}".encode()).decode() if more else ""}})
 
     def _next_ts(self) -> str:
-        """Unique, increasing message timestamps: 1700000000.000100, .000200, …"""
-        self._ts_counter += 1
-        micros = 1_700_000_000_000_000 + 100 * self._ts_counter
+        """Unique, increasing message timestamps that are, as in Slack, the time of the
+        post (so that ``oldest``/``latest`` in history mean what they say)."""
+        micros = max(int(time.time() * 1_000_000), self._ts_counter + 100)
+        self._ts_counter = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
