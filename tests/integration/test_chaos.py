@@ -43,6 +43,17 @@ def _storm(bot: BotProcess, names: list[str], accepted: list[str]) -> None:
             accepted.append(name)
 
 
+def _unexplained(standin) -> list[str]:
+    """The stand-in's violations, less those of requests a kill cut short (their body
+    ends before its Content-Length, so it cannot be parsed)."""
+    cut = sum(len(r.raw) < int(r.headers.get("content-length") or 0)
+              for r in standin.requests + standin.failed_requests)
+    unparsable = [v for v in standin.violations
+                  if v.endswith(("Body is not a JSON object", "invalid_json"))]
+    rest = [v for v in standin.violations if v not in unparsable]
+    return rest + unparsable[cut:]
+
+
 def test_sigkill_mid_storm_loses_nothing_pages_once_and_posts_once(
         bot_env, tmp_path, slack, pagerduty):
     slack.add_channel("#ml-alerts")  # exists before the bot's first post, as in Slack
@@ -80,6 +91,7 @@ def test_sigkill_mid_storm_loses_nothing_pages_once_and_posts_once(
         assert posted_twice == [], f"groups with two incident messages: {posted_twice}"
         assert sorted(messages) == [i.id for i in incidents]
         assert all(i.slack_ts for i in incidents)
-        assert slack.violations == [] and pagerduty.violations == []
+        for standin in (slack, pagerduty):
+            assert _unexplained(standin) == []
     finally:
         bot.stop()
