@@ -348,23 +348,22 @@ class Dispatcher:
 
     async def _search(self, channel: str, mark: Mark, since: datetime, thread_ts: str | None,
                       notes: list[str]) -> PostedMessage | None:
+        """The message, if found; None also when the search cannot be made (said once)."""
         assert self.chat is not None
-        try:
+        for attempt in (1, 2):
             try:
                 return await self.chat.find(channel, mark, since=since, thread_ts=thread_ts)
-            except NotInChannel as exc:
-                if exc.channel_id is None or not await self._join(exc.channel_id, channel,
-                                                                  notes):
+            except MissingScope as exc:
+                self._tell_missing_scope(exc, notes)
+                return None
+            except NotInChannel as exc:  # join a public channel, then look again
+                if attempt == 2 or exc.channel_id is None or not await self._join(
+                        exc.channel_id, channel, notes):
                     self._tell_once(("invite", channel), f"Slack: the bot cannot read {channel} "
                                     "to look for a message it may have posted: invite it to the "
                                     "channel (/invite @oncall-bot)", notes=notes)
                     return None
-                return await self.chat.find(channel, mark, since=since, thread_ts=thread_ts)
-        except MissingScope as exc:
-            self._tell_missing_scope(exc, notes)
-            return None
-        except NotInChannel:
-            return None
+        return None
 
     async def _join(self, channel_id: str, channel: str, notes: list[str]) -> bool:
         """Join a public channel once per process, so that its history can be read;

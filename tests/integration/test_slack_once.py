@@ -6,6 +6,7 @@ once. Real bot processes on SQLite and PostgreSQL, the Slack and PagerDuty stand
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -147,4 +148,52 @@ def test_missing_scope_is_on_the_timeline_naming_the_scope(bot_env, tmp_path, sl
         assert bot.log().count("lacks the channels:join scope") == 1
         assert slack.violations == [] and pagerduty.violations == []
     finally:
+        bot.stop()
+
+
+QUICK_LOOK = """\
+version: 1
+name: quick-look
+description: Diagnostics that need no outside service.
+matchers: ['alertname="Drift"']
+steps:
+  - name: compare
+    kind: python
+    callable: "bot.runbooks.library:compare_versions"
+    args: {reported: "1", serving: "1", model: "m"}
+"""
+
+
+def test_diagnostics_reply_accepted_but_unrecorded_is_found_in_the_thread(
+        bot_env, tmp_path, slack, pagerduty):
+    """The same for the thread reply that shows a diagnostics run: found with
+    conversations.replies, adopted, and edited, not posted twice."""
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "quick-look.yaml").write_text(QUICK_LOOK)
+    slack.stall("chat.postMessage", threaded=True)
+    bot = _start({**bot_env, "ONCALL_RUNBOOKS": str(runbooks),
+                  "PAGERDUTY_FROM_EMAIL": "oncall-bot@example.com"}, tmp_path)
+    try:
+        assert bot.post("alertmanager", _alert("Drift")).status_code == 202
+        (incident,) = bot.until(lambda: bot.rows("SELECT id, slack_channel_id, slack_ts "
+                                                 "FROM incident WHERE slack_ts IS NOT NULL"),
+                                timeout=15, what="the incident message")
+        bot.until(lambda: slack.thread(incident.slack_channel_id, incident.slack_ts),
+                  timeout=15, what="the diagnostics reply taken")
+        bot.kill()
+        slack.release()
+        (first,) = slack.thread(incident.slack_channel_id, incident.slack_ts)
+        assert first["metadata"]["event_type"] == "oncall_run"
+        bot.start()
+        bot.until(bot.outbox_settled, timeout=30, what="the outbox after the restart")
+        (reply,) = [m for m in slack.thread(incident.slack_channel_id, incident.slack_ts)
+                    if m["metadata"]["event_type"] == "oncall_run"]
+        assert reply["ts"] == first["ts"] and "passed" in json.dumps(reply["blocks"])
+        assert bot.rows("SELECT slack_ts FROM runbookrun")[0].slack_ts == first["ts"]
+        assert slack.calls("conversations.replies")
+        assert len(slack.calls("chat.postMessage")) == 2  # the incident, the run: once each
+        assert slack.violations == [] and pagerduty.violations == []
+    finally:
+        slack.release()
         bot.stop()

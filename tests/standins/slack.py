@@ -92,6 +92,7 @@ class SlackStandIn(StandIn):
                                                           "groups:history", "groups:read"}
         self._stalls: list[list] = []  # [method, times left]
         self._released = threading.Event()
+        self._local = threading.local()
 
     @property
     def base_url(self) -> str:
@@ -144,12 +145,13 @@ class SlackStandIn(StandIn):
                                          "is_private": private, "members": set(members)}
         return channel_id
 
-    def stall(self, method: str, times: int = 1):
+    def stall(self, method: str, times: int = 1, threaded: bool | None = None):
         """The next ``times`` calls to ``method`` take effect, but their answers wait
-        until :meth:`release` (or 60 s): a client killed meanwhile never learns them."""
+        until :meth:`release` (or 60 s): a client killed meanwhile never learns them.
+        ``threaded``: only thread replies (True) or only top-level posts (False)."""
         with self.lock:
             self._released.clear()
-            self._stalls.append([method, times])
+            self._stalls.append([method, times, threaded])
 
     def release(self):
         self._released.set()
@@ -219,6 +221,7 @@ class SlackStandIn(StandIn):
                                if "json" in req.headers.get("content-type", "")
                                else "invalid_form_data")
         args.update(req.body or {})
+        self._local.req = req  # for a stall: its answer is held back on this thread
         auth = req.headers.get("authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         if not token:
@@ -437,11 +440,13 @@ class SlackStandIn(StandIn):
     def _answer(self, h):
         """response_url POSTs answer plain text; everything else as the base class."""
         if not urlsplit(h.path).path.startswith(RESPONSE_PATH):
-            if self._take_stall(self.route_name(h.command, urlsplit(h.path).path)):
+            if self._stalls:
                 answer = h.send_response
 
                 def stalled(*args, **kwargs):  # after the call took effect, before its answer
-                    self._released.wait(60)
+                    req = self._local.__dict__.pop("req", None)
+                    if req is not None and self._take_stall(req):
+                        self._released.wait(60)
                     answer(*args, **kwargs)
 
                 h.send_response = stalled
@@ -511,10 +516,13 @@ class SlackStandIn(StandIn):
         self._responses.append((req.path[len(RESPONSE_PATH):], body))
         return 200, "ok"
 
-    def _take_stall(self, name: str) -> bool:
+    def _take_stall(self, req) -> bool:
         with self.lock:
+            threaded = bool((req.body or {}).get("thread_ts")) if isinstance(req.body,
+                                                                          dict) else False
             for stall in self._stalls:
-                if stall[0] == name:
+                if (stall[0] == req.name and isinstance(req.response, dict)
+                        and req.response.get("ok") and stall[2] in (None, threaded)):
                     stall[1] -= 1
                     if stall[1] <= 0:
                         self._stalls.remove(stall)
