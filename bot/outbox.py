@@ -14,6 +14,11 @@ flight, so several replicas can run dispatchers against one PostgreSQL database
 without sending twice; a lease outlives the longest possible attempt, and a
 crashed holder's lease simply expires, after which any replica (or the restarted
 process) takes the row.
+
+A send that may have reached the service unrecorded is sent again: harmless for a
+page (its dedup_key), while a Slack post is first looked for by the metadata it was
+posted with and adopted when found (`_post_once`), so that each incident has one
+message. A graceful stop drains the outcomes before exiting (`drain`).
 """
 
 from __future__ import annotations
