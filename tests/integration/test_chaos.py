@@ -78,6 +78,9 @@ def test_sigkill_mid_storm_loses_nothing_pages_once_and_posts_once(
         lost = sorted(n for n in accepted if f"fp-{n}" not in stored)
         assert lost == [], f"accepted alerts lost: {lost}"
 
+        # Paged twice = PagerDuty opened two incidents for one dedup_key. A trigger sent
+        # again while its alert is open (the process died after PagerDuty took it and
+        # before that was recorded) is deduplicated by PagerDuty and wakes nobody.
         incidents = bot.rows("SELECT id, key, slack_ts FROM incident ORDER BY id")
         pd_incidents = Counter(i["incident_key"] for i in pagerduty.incidents.values())
         paged_twice = sorted(i.id for i in incidents if pd_incidents[i.key] > 1)
