@@ -26,6 +26,7 @@ _TRANSIENT_ERRORS = {
     "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
 }
 _NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found"}
+_CANNOT_JOIN = "method_not_supported_for_channel_type"
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{8,}")
 # A search reads at most this many pages of history (or of a thread, or of the
 # channel list): the bound on what one delivery attempt may cost in Slack calls.
@@ -104,10 +105,9 @@ class SlackChat:
         try:
             await self._call(self.client.conversations_join, channel=channel_id)
         except Undeliverable as exc:
-            if isinstance(exc, MissingScope) or "method_not_supported_for_channel_type" not in str(
-                    exc):
+            if isinstance(exc, MissingScope) or not str(exc).endswith(_CANNOT_JOIN):
                 raise
-            return False
+            return False  # a private channel (or a DM): only an invite lets the bot in
         return True
 
     async def _channel_id(self, channel: str) -> str | None:
