@@ -292,20 +292,22 @@ class Dispatcher:
             raise Undeliverable("Slack is not configured")
         notes: list[str] = []
         if delivery.action == "post":  # a channel message that belongs to no incident
-            await self._post_once(delivery, delivery.payload["channel"], delivery.payload["text"],
+            await self._post_once(delivery.payload["channel"], delivery.payload["text"],
                                   delivery.payload.get("blocks") or [],
-                                  notice_mark(delivery.id), notes=notes)  # type: ignore[arg-type]
+                                  notice_mark(delivery.id),  # type: ignore[arg-type]
+                                  since=search_from(delivery.first_attempt_at), notes=notes)
             return Outcome(delivery, "sent", notes=notes)
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
+        since = search_from(delivery.first_attempt_at)
         if delivery.action == "run_sync":
             return await self._send_run(delivery, incident)
         if delivery.action == "reply":
             if not incident.slack_ts:
                 raise Undeliverable("the incident has no Slack message to reply under")
-            await self._post_once(delivery, incident.slack_channel_id or incident.channel or "",
+            await self._post_once(incident.slack_channel_id or incident.channel or "",
                                   delivery.payload["text"], [],
                                   reply_mark(incident.id, delivery.id),  # type: ignore[arg-type]
-                                  notes=notes, thread_ts=incident.slack_ts)
+                                  since=since, notes=notes, thread_ts=incident.slack_ts)
             return Outcome(delivery, "sent", notes=notes)
         rollback = bool(incident.model) and rollback_runbook(
             self.runbooks, {**incident.labels, "model": incident.model or ""}) is not None
@@ -313,29 +315,33 @@ class Dispatcher:
         if incident.slack_ts and incident.slack_channel_id:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
             return Outcome(delivery, "sent", coalesced=syncs)
-        posted = await self._post_once(delivery, incident.channel or "", text, blocks,
+        # Any earlier attempt to post this incident's message counts: one given up, or
+        # refused, may still have left a message (an update of it then becomes this post).
+        earlier = await to_thread.run_sync(self._earlier_post, delivery)
+        posted = await self._post_once(incident.channel or "", text, blocks,
                                        incident_mark(incident.id, delivery.id),  # type: ignore[arg-type]
-                                       notes=notes)
+                                       since=min(filter(None, (since, search_from(earlier))),
+                                                 default=None), notes=notes)
         return Outcome(delivery, "sent", coalesced=syncs, posted=(posted.channel_id, posted.ts),
                        notes=notes)
 
-    async def _post_once(self, delivery: Delivery, channel: str, text: str,
-                         blocks: list[dict[str, Any]], mark: Mark, *, notes: list[str],
+    async def _post_once(self, channel: str, text: str, blocks: list[dict[str, Any]],
+                         mark: Mark, *, since: datetime | None, notes: list[str],
                          thread_ts: str | None = None) -> PostedMessage:
         """Post a message, unless an earlier attempt whose answer was lost posted it
         already: then adopt that message, brought up to date (`domain.delivery`).
+        `since`: where to look from (None: no earlier attempt, just post).
 
         A search Slack cannot answer for now (5xx, 429) retries the delivery; one it can
         never answer (a scope missing, a private channel the bot is not in) is said once
         in `notes` and the log, and the message is posted regardless: a possible second
         copy rather than none."""
         assert self.chat is not None
-        since = search_from(delivery.first_attempt_at)
         if since is not None:
             found = await self._search(channel, mark, since, thread_ts, notes)
             if found is not None:
-                log.info("delivery %s: %s message already in Slack (%s %s): adopted",
-                         delivery.id, mark.event_type, found.channel_id, found.ts)
+                log.info("%s message %s already in Slack (%s %s): adopted", mark.event_type,
+                         dict(mark.payload), found.channel_id, found.ts)
                 if blocks:  # it shows the state of its first attempt
                     await self.chat.update(found.channel_id, found.ts, text, blocks)
                 return found
@@ -415,9 +421,10 @@ class Dispatcher:
             return Outcome(delivery, "sent", coalesced=syncs)
         notes: list[str] = []
         posted = await self._post_once(
-            delivery, channel, text, blocks,
+            channel, text, blocks,
             run_mark(incident.id, record.id, delivery.id),  # type: ignore[arg-type]
-            notes=notes, thread_ts=incident.slack_ts)
+            since=search_from(delivery.first_attempt_at), notes=notes,
+            thread_ts=incident.slack_ts)
         return Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts),
                        notes=notes)
 
@@ -434,6 +441,11 @@ class Dispatcher:
             steps = list(session.exec(select(StepResult).where(StepResult.run_id == run_id)
                                       .order_by(col(StepResult.position))).all())
             return record, steps, [i for i, p in pending if p.get("run_id") == run_id]
+
+    def _earlier_post(self, delivery: Delivery) -> datetime | None:
+        with self.db.read() as session:
+            return store.earlier_post_attempt(delivery.incident_id, delivery.id,  # type: ignore[arg-type]
+                                              session=session)
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:

@@ -916,6 +916,21 @@ def incident_with_alerts(incident_id: int, *,
     return incident, AlertSummary(total=total, firing=firing, annotations=annotations or {})
 
 
+_EARLIER_POST = select(func.min(Delivery.first_attempt_at)).where(
+    Delivery.incident_id == bindparam("incident_id"),
+    Delivery.target == "slack",
+    Delivery.action == "sync",
+    Delivery.id != bindparam("delivery_id"),
+)
+
+
+def earlier_post_attempt(incident_id: int, delivery_id: int, *,
+                         session: Session) -> datetime | None:
+    """When another delivery first tried to post this incident's Slack message, if one did."""
+    return session.exec(_EARLIER_POST, params={  # type: ignore[call-overload]
+        "incident_id": incident_id, "delivery_id": delivery_id}).one()
+
+
 def pending_syncs(incident_id: int, *, session: Session) -> list[int]:
     """Ids of the Slack syncs still owed for an incident, read with the state they will show."""
     return list(session.exec(_PENDING_SYNCS,  # type: ignore[call-overload]

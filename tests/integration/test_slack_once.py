@@ -115,7 +115,7 @@ def test_sigterm_during_delivery_records_the_outcomes_and_sends_nothing_again(
 
 
 def test_private_channel_the_bot_is_not_in_is_told_once(bot_env, tmp_path, slack, pagerduty):
-    slack.add_channel("#private-ops", private=True)
+    private = slack.add_channel("#private-ops", private=True)
     bot = _start({**bot_env, "SLACK_ALERT_CHANNEL": "#private-ops"}, tmp_path)
     try:
         for name in ("Drift", "Latency"):
@@ -128,6 +128,16 @@ def test_private_channel_the_bot_is_not_in_is_told_once(bot_env, tmp_path, slack
                            "WHERE kind = 'delivery_failed' ORDER BY id")
         assert len(refused) == 2 and all("invite" in r.detail for r in refused)
         assert bot.log().count("the bot cannot post in #private-ops") == 1
+
+        # Invited: the group's next change posts its message, after looking for one.
+        slack.channels[private]["members"].add(BOT_USER_ID)
+        again = _alert("Drift")
+        again["alerts"][0]["fingerprint"] = "fp-Drift-2"
+        assert bot.post("alertmanager", again).status_code == 202
+        bot.until(bot.outbox_settled, timeout=15, what="the outbox after the invite")
+        (message,) = slack.top_level_messages()
+        assert message["metadata"]["event_type"] == "oncall_incident"
+        assert len(slack.calls("conversations.history")) == 1
         assert slack.violations == [] and pagerduty.violations == []
     finally:
         bot.stop()
