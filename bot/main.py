@@ -138,6 +138,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         try:
             yield
         finally:
+            # A send that finishes within a delivery timeout is recorded, not repeated.
+            await dispatcher.drain(settings.delivery_timeout_seconds + 2)
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)

@@ -110,6 +110,9 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = None
     last_error: str | None = None
     alerted_at: datetime | None = None  # a page: the last "PAGE NOT DELIVERED" about it
+    # When first leased for sending: a Slack post attempted before may be in Slack
+    # already, unrecorded, and is looked for before it is posted again.
+    first_attempt_at: datetime | None = None
 
 
 class Silence(SQLModel, table=True):

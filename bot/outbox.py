@@ -14,6 +14,11 @@ flight, so several replicas can run dispatchers against one PostgreSQL database
 without sending twice; a lease outlives the longest possible attempt, and a
 crashed holder's lease simply expires, after which any replica (or the restarted
 process) takes the row.
+
+A send that may have reached the service unrecorded is sent again: harmless for a
+page (its dedup_key), while a Slack post is first looked for by the metadata it was
+posted with and adopted when found (`_post_once`), so that each incident has one
+message. A graceful stop drains the outcomes before exiting (`drain`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from anyio import to_thread
 from sqlmodel import col, select
@@ -34,10 +40,16 @@ from bot.db import Database
 from bot.domain.confirmations import answer_through_response_url
 from bot.domain.delivery import (
     PAGE_ALERT_REPEAT,
+    Mark,
     expired,
     given_up,
+    incident_mark,
     loud_channels,
     loud_message,
+    notice_mark,
+    reply_mark,
+    run_mark,
+    search_from,
 )
 from bot.domain.messages import (
     IncidentView,
@@ -51,7 +63,16 @@ from bot.domain.messages import (
 from bot.domain.ratelimit import TokenBucket, backoff
 from bot.metrics import Metrics
 from bot.models import Delivery, Incident, RunbookRun, StepResult
-from bot.ports import Chat, Notes, Pager, RetryLater, Undeliverable
+from bot.ports import (
+    Chat,
+    MissingScope,
+    Notes,
+    NotInChannel,
+    Pager,
+    PostedMessage,
+    RetryLater,
+    Undeliverable,
+)
 from bot.runbooks import Runbook
 from bot.runs import rollback_runbook, summary
 from bot.store import Outcome
@@ -149,13 +170,17 @@ class Dispatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._running = False
+        self._draining = False
+        self._stopped = False
+        self._joined: set[str] = set()  # Slack channel IDs joined (or tried) by this process
+        self._told: set[tuple[str, str]] = set()  # Slack setup problems already said
 
     def wake(self) -> None:
         """Called after a commit that owes deliveries, so they go out without waiting a poll."""
         self._wake.set()
 
     def hand_over_lease(self) -> timedelta | None:
-        return self.lease if self._running else None
+        return self.lease if self._running and not self._draining else None
 
     def take(self, deliveries: Sequence[Delivery]) -> None:
         """Send deliveries leased to this process in the transaction that owed them."""
@@ -179,12 +204,33 @@ class Dispatcher:
         try:
             await claim_and_run(claim=self._claim, handle=self._deliver, in_flight=self._in_flight,
                                 concurrency=CONCURRENCY, wake=self._wake,
-                                poll_seconds=self.poll_seconds, what="deliveries")
+                                poll_seconds=self.poll_seconds, what="deliveries",
+                                stopped=lambda: self._stopped)
         finally:
             self._running = False
             for task in watchers:
                 task.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> None:
+        """Before a graceful stop (SIGTERM): claim nothing more, let the sends in flight
+        finish and record every outcome, for at most `timeout` seconds. Without it the
+        outcomes still queued are lost and those sends go out again after the restart;
+        a send still unfinished at the deadline is looked for in Slack before it is
+        posted again (its row keeps its first attempt's time)."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        try:
+            await asyncio.wait_for(self._outcomes.join(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            log.warning("stopping with %d delivery outcomes unrecorded", self._outcomes.qsize())
+        else:
+            log.info("delivery outcomes recorded; %d sends unfinished", len(self._in_flight))
+        self._stopped = True  # the claim loop ends, cancelling what is still unfinished
+        self._wake.set()
 
     def _release_leases(self) -> None:
         with self.db.write() as session:
@@ -195,6 +241,8 @@ class Dispatcher:
         return [target for target, until in self._held.items() if until > now]
 
     def _claim(self, limit: int) -> list[Delivery]:
+        if self._draining:
+            return []
         held, now = self.held_targets(), self.clock()
         saturated = self.intake_load() > _SATURATED
         caps = {"slack": self._trickle.available(time.monotonic())} if saturated else None
@@ -215,12 +263,15 @@ class Dispatcher:
         try:
             if delivery.target in self.held_targets():
                 raise RetryLater("waiting out the service's rate limit",
-                                 after=self._held[delivery.target] - time.monotonic())
+                                 after=self._held[delivery.target] - time.monotonic(),
+                                 whole_target=True)
             outcome = await self._send(delivery)
         except RetryLater as exc:
             outcome = self._retry(delivery, exc)
-        except Undeliverable as exc:
-            outcome = Outcome(delivery, "failed", str(exc))  # a page too: retrying cannot help
+        except Undeliverable as exc:  # a page too: retrying cannot help
+            if isinstance(exc, MissingScope):
+                self._tell_missing_scope(exc, [])  # the failure itself goes on the timeline
+            outcome = Outcome(delivery, "failed", str(exc))
         except Exception as exc:  # an unknown failure must not lose the delivery
             log.exception("delivery %s raised", delivery.id)
             outcome = self._retry(delivery, RetryLater(f"unexpected {type(exc).__name__}"))
@@ -242,30 +293,121 @@ class Dispatcher:
             return Outcome(delivery, "sent")
         if self.chat is None:
             raise Undeliverable("Slack is not configured")
+        notes: list[str] = []
         if delivery.action == "post":  # a channel message that belongs to no incident
-            await self.chat.post(delivery.payload["channel"], delivery.payload["text"],
-                                 delivery.payload.get("blocks") or [])
-            return Outcome(delivery, "sent")
+            await self._post_once(delivery.payload["channel"], delivery.payload["text"],
+                                  delivery.payload.get("blocks") or [],
+                                  notice_mark(delivery.id),  # type: ignore[arg-type]
+                                  since=search_from(delivery.first_attempt_at), notes=notes)
+            return Outcome(delivery, "sent", notes=notes)
         if delivery.action == "answer":
             await self._answer_run(delivery.payload["run_id"])
             return Outcome(delivery, "sent")
         incident, alerts, syncs = await to_thread.run_sync(self._load, delivery.incident_id)
+        since = search_from(delivery.first_attempt_at)
         if delivery.action == "run_sync":
             return await self._send_run(delivery, incident)
         if delivery.action == "reply":
             if not incident.slack_ts:
                 raise Undeliverable("the incident has no Slack message to reply under")
-            await self.chat.post(incident.slack_channel_id or incident.channel or "",
-                                 delivery.payload["text"], [], thread_ts=incident.slack_ts)
-            return Outcome(delivery, "sent")
+            await self._post_once(incident.slack_channel_id or incident.channel or "",
+                                  delivery.payload["text"], [],
+                                  reply_mark(incident.id, delivery.id),  # type: ignore[arg-type]
+                                  since=since, notes=notes, thread_ts=incident.slack_ts)
+            return Outcome(delivery, "sent", notes=notes)
         rollback = bool(incident.model) and rollback_runbook(
             self.runbooks, {**incident.labels, "model": incident.model or ""}) is not None
         text, blocks = incident_message(incident_view(incident, alerts, can_roll_back=rollback))
         if incident.slack_ts and incident.slack_channel_id:
             await self.chat.update(incident.slack_channel_id, incident.slack_ts, text, blocks)
             return Outcome(delivery, "sent", coalesced=syncs)
-        posted = await self.chat.post(incident.channel or "", text, blocks)
-        return Outcome(delivery, "sent", coalesced=syncs, posted=(posted.channel_id, posted.ts))
+        # Any earlier attempt to post this incident's message counts: one given up, or
+        # refused, may still have left a message (an update of it then becomes this post).
+        earlier = await to_thread.run_sync(self._earlier_post, delivery)
+        posted = await self._post_once(incident.channel or "", text, blocks,
+                                       incident_mark(incident.id, delivery.id),  # type: ignore[arg-type]
+                                       since=min(filter(None, (since, search_from(earlier))),
+                                                 default=None), notes=notes)
+        return Outcome(delivery, "sent", coalesced=syncs, posted=(posted.channel_id, posted.ts),
+                       notes=notes)
+
+    async def _post_once(self, channel: str, text: str, blocks: list[dict[str, Any]],
+                         mark: Mark, *, since: datetime | None, notes: list[str],
+                         thread_ts: str | None = None) -> PostedMessage:
+        """Post a message, unless an earlier attempt whose answer was lost posted it
+        already: then adopt that message, brought up to date (`domain.delivery`).
+        `since`: where to look from (None: no earlier attempt, just post).
+
+        A search Slack cannot answer for now (5xx, 429) retries the delivery; one it can
+        never answer (a scope missing, a private channel the bot is not in) is said once
+        in `notes` and the log, and the message is posted regardless: a possible second
+        copy rather than none."""
+        assert self.chat is not None
+        if since is not None:
+            found = await self._search(channel, mark, since, thread_ts, notes)
+            if found is not None:
+                log.info("%s message %s already in Slack (%s %s): adopted", mark.event_type,
+                         dict(mark.payload), found.channel_id, found.ts)
+                if blocks:  # it shows the state of its first attempt
+                    await self.chat.update(found.channel_id, found.ts, text, blocks)
+                return found
+        try:
+            posted = await self.chat.post(channel, text, blocks, thread_ts=thread_ts, mark=mark)
+        except NotInChannel as exc:
+            self._tell_once(("invite", channel), f"Slack: the bot cannot post in {channel} "
+                            f"({exc}): invite it to the channel (/invite @oncall-bot); a "
+                            "private channel needs an invite", notes=[])
+            raise Undeliverable(f"{exc}: the bot is not in {channel}; invite it "
+                                "(/invite @oncall-bot)") from None
+        if thread_ts is None and posted.channel_id not in self._joined:
+            await self._join(posted.channel_id, channel, notes)
+        return posted
+
+    async def _search(self, channel: str, mark: Mark, since: datetime, thread_ts: str | None,
+                      notes: list[str]) -> PostedMessage | None:
+        """The message, if found; None also when the search cannot be made (said once)."""
+        assert self.chat is not None
+        for attempt in (1, 2):
+            try:
+                return await self.chat.find(channel, mark, since=since, thread_ts=thread_ts)
+            except MissingScope as exc:
+                self._tell_missing_scope(exc, notes)
+                return None
+            except NotInChannel as exc:  # join a public channel, then look again
+                if attempt == 2 or exc.channel_id is None or not await self._join(
+                        exc.channel_id, channel, notes):
+                    self._tell_once(("invite", channel), f"Slack: the bot cannot read {channel} "
+                                    "to look for a message it may have posted: invite it to the "
+                                    "channel (/invite @oncall-bot)", notes=notes)
+                    return None
+        return None
+
+    async def _join(self, channel_id: str, channel: str, notes: list[str]) -> bool:
+        """Join a public channel once per process, so that its history can be read;
+        False when the bot could not (not said again: the post worked)."""
+        assert self.chat is not None
+        self._joined.add(channel_id)
+        try:
+            return await self.chat.join(channel_id)
+        except MissingScope as exc:
+            self._tell_missing_scope(exc, notes)
+        except (RetryLater, Undeliverable) as exc:
+            log.warning("could not join Slack channel %s: %s", channel, exc)
+            self._joined.discard(channel_id)  # try again with the next post
+        return False
+
+    def _tell_missing_scope(self, exc: MissingScope, notes: list[str]) -> None:
+        self._tell_once(("scope", exc.scope), f"Slack: the app lacks the {exc.scope} scope; "
+                        "add it (see slack-app-manifest.yml) and reinstall the app", notes=notes)
+
+    def _tell_once(self, key: tuple[str, str], text: str, *, notes: list[str]) -> None:
+        """Say a Slack setup problem once per process: in the log, and in `notes` for the
+        timeline of the incident at hand."""
+        if key in self._told:
+            return
+        self._told.add(key)
+        log.error("%s", text)
+        notes.append(text)
 
     async def _send_run(self, delivery: Delivery, incident: Incident) -> Outcome:
         """Post, then keep editing, the thread reply that shows a runbook run."""
@@ -283,9 +425,14 @@ class Dispatcher:
         if record.slack_ts:
             await self.chat.update(channel, record.slack_ts, text, blocks)  # type: ignore[union-attr]
             return Outcome(delivery, "sent", coalesced=syncs)
-        posted = await self.chat.post(channel, text, blocks,  # type: ignore[union-attr]
-                                      thread_ts=incident.slack_ts)
-        return Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts))
+        notes: list[str] = []
+        posted = await self._post_once(
+            channel, text, blocks,
+            run_mark(incident.id, record.id, delivery.id),  # type: ignore[arg-type]
+            since=search_from(delivery.first_attempt_at), notes=notes,
+            thread_ts=incident.slack_ts)
+        return Outcome(delivery, "sent", coalesced=syncs, run_posted=(record.id, posted.ts),
+                       notes=notes)
 
     async def _answer_run(self, run_id: int) -> None:
         """A run's result, to whoever asked for it from Slack: through the request's
@@ -319,6 +466,11 @@ class Dispatcher:
                                       .order_by(col(StepResult.position))).all())
             return record, steps, [i for i, p in pending if p.get("run_id") == run_id]
 
+    def _earlier_post(self, delivery: Delivery) -> datetime | None:
+        with self.db.read() as session:
+            return store.earlier_post_attempt(delivery.incident_id, delivery.id,  # type: ignore[arg-type]
+                                              session=session)
+
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
             # The owed syncs first, the state after: under READ COMMITTED each statement
@@ -344,7 +496,9 @@ class Dispatcher:
                                               time.monotonic() + delay)
         log.warning("delivery %s (%s %s) will be retried in %.1fs: %s", delivery.id,
                     delivery.target, delivery.action, delay, exc)
-        return Outcome(delivery, "retry", str(exc), retry_at=now + timedelta(seconds=delay))
+        # Refused as a whole (429, or held back here): this attempt posted nothing.
+        return Outcome(delivery, "retry", str(exc), retry_at=now + timedelta(seconds=delay),
+                       unsent=exc.whole_target)
 
     async def _record_outcomes(self) -> None:
         """Write outcomes in batches; keeps trying while the database is down, since a
@@ -364,6 +518,7 @@ class Dispatcher:
             for item in batch:
                 self.metrics.delivery_outcome(item.delivery.target, item.outcome,
                                               (now - item.delivery.created_at).total_seconds())
+                self._outcomes.task_done()
             self._wake.set()  # the next delivery in line for these incidents is due now
 
     def _write_outcomes(self, batch: list[Outcome]) -> None:

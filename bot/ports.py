@@ -8,7 +8,10 @@ payload, a missing channel, bad credentials): the outbox owns retrying.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
+
+from bot.domain.delivery import Mark
 
 
 class DeliveryError(Exception):
@@ -32,6 +35,25 @@ class Undeliverable(DeliveryError):
     """The service refused this delivery for good."""
 
 
+class MissingScope(Undeliverable):
+    """Slack refused a call for want of an OAuth scope (`missing_scope`): the app must
+    be given it and reinstalled. `scope` is what Slack's `needed` field names."""
+
+    def __init__(self, reason: str, *, scope: str) -> None:
+        super().__init__(reason)
+        self.scope = scope
+
+
+class NotInChannel(Undeliverable):
+    """The bot is not a member of the channel (`not_in_channel`), or cannot see it at
+    all (`channel_not_found`, as Slack answers for a private channel it was not invited to).
+    `channel_id`: the channel's ID, when known (a public one may then be joined)."""
+
+    def __init__(self, reason: str, *, channel_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.channel_id = channel_id
+
+
 @dataclass(frozen=True, slots=True)
 class PostedMessage:
     channel_id: str
@@ -47,7 +69,8 @@ class Pager(Protocol):
 
 class Chat(Protocol):
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]],
-                   thread_ts: str | None = None) -> PostedMessage: ...
+                   thread_ts: str | None = None, mark: Mark | None = None) -> PostedMessage:
+        """Post, with `mark` as the message's metadata."""
 
     async def update(self, channel_id: str, ts: str, text: str,
                      blocks: list[dict[str, Any]]) -> None: ...
@@ -56,6 +79,17 @@ class Chat(Protocol):
         """An ephemeral answer through a slash command's response_url."""
 
     async def post_ephemeral(self, channel: str, user: str, text: str) -> None: ...
+
+    async def find(self, channel: str, mark: Mark, *, since: datetime,
+                   thread_ts: str | None = None) -> PostedMessage | None:
+        """The bot's own message carrying `mark`, posted in `channel` (or in the thread
+        under `thread_ts`) since `since`, if one is found within a bounded search.
+        Raises NotInChannel, MissingScope, RetryLater."""
+
+    async def join(self, channel_id: str) -> bool:
+        """Join a public channel (so that its history can be read); False for a channel
+        that cannot be joined, only invited to (private channels, DMs). Raises
+        MissingScope, RetryLater, Undeliverable."""
 
 
 class Notes(Protocol):

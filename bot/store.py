@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, literal_column, or_, true, update
+from sqlalchemy import Boolean, and_, bindparam, case, func, insert, literal_column, or_, true, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -688,7 +688,8 @@ _LEASE = (
         _DELIVERY.c.state == "pending",
         _DELIVERY.c.lease_until.is_(None) | (_DELIVERY.c.lease_until < bindparam("now")),
     )
-    .values(lease_until=bindparam("until"))
+    .values(lease_until=bindparam("until"),
+            first_attempt_at=func.coalesce(_DELIVERY.c.first_attempt_at, bindparam("now")))
     .returning(_DELIVERY.c.id)
 )
 
@@ -746,6 +747,10 @@ class Outcome:
     coalesced: list[int] = field(default_factory=list)  # owed syncs the sent message satisfied
     posted: tuple[str, str] | None = None  # (channel id, ts) of an incident's first message
     run_posted: tuple[int, str] | None = None  # (run id, ts) of a run's first thread reply
+    # The attempt surely did not reach the service (refused before it was sent, or
+    # rate limited): the row's next attempt need not look for a message it may have left.
+    unsent: bool = False
+    notes: list[str] = field(default_factory=list)  # for the incident's timeline (Slack setup)
 
 
 _FINISH = (
@@ -754,6 +759,9 @@ _FINISH = (
     .values(attempts=_DELIVERY.c.attempts + 1, lease_until=None, last_error=bindparam("error"),
             state=bindparam("new_state"),
             sent_at=func.coalesce(bindparam("sent"), _DELIVERY.c.sent_at),
+            first_attempt_at=case((bindparam("unsent", type_=Boolean),
+                                   bindparam("first", type_=_DELIVERY.c.first_attempt_at.type)),
+                                  else_=_DELIVERY.c.first_attempt_at),
             next_attempt_at=func.coalesce(bindparam("retry_at"), _DELIVERY.c.next_attempt_at))
 )
 _COALESCE = (
@@ -789,6 +797,7 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
             "delivery_id": delivery.id, "error": item.error,
             "new_state": _STATE_AFTER.get(item.outcome, "pending"),
             "sent": now if item.outcome == "sent" else None,
+            "unsent": item.unsent, "first": delivery.first_attempt_at,
             "retry_at": (item.retry_at or now) if item.outcome == "retry" else None})
         coalesced += [{"sync_id": sync_id, "into": delivery.id, "sent": now,
                        "note": f"coalesced into delivery {delivery.id}"}
@@ -800,6 +809,8 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
             runs.append({"run_id": item.run_posted[0], "ts": item.run_posted[1]})
         if delivery.incident_id is None:
             continue
+        timeline += [{"incident_id": delivery.incident_id, "at": now, "actor": "bot",
+                      "kind": "slack_setup", "detail": note} for note in item.notes]
         if delivery.target == "pagerduty" and item.outcome == "sent":
             kind = "paged" if delivery.action == "trigger" else f"pagerduty_{delivery.action}"
             timeline.append({"incident_id": delivery.incident_id, "at": now, "actor": "bot",
@@ -908,6 +919,21 @@ def incident_with_alerts(incident_id: int, *,
         return None
     incident, total, firing, annotations = row
     return incident, AlertSummary(total=total, firing=firing, annotations=annotations or {})
+
+
+_EARLIER_POST = select(func.min(Delivery.first_attempt_at)).where(
+    Delivery.incident_id == bindparam("incident_id"),
+    Delivery.target == "slack",
+    Delivery.action == "sync",
+    Delivery.id != bindparam("delivery_id"),
+)
+
+
+def earlier_post_attempt(incident_id: int, delivery_id: int, *,
+                         session: Session) -> datetime | None:
+    """When another delivery first tried to post this incident's Slack message, if one did."""
+    return session.exec(_EARLIER_POST, params={  # type: ignore[call-overload]
+        "incident_id": incident_id, "delivery_id": delivery_id}).one()
 
 
 def pending_syncs(incident_id: int, *, session: Session) -> list[int]:

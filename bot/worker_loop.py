@@ -20,10 +20,13 @@ T = TypeVar("T")
 
 async def claim_and_run(*, claim: Callable[[int], list[T]], handle: Callable[[T], Awaitable[None]],
                         in_flight: set[asyncio.Task[None]], concurrency: int, wake: asyncio.Event,
-                        poll_seconds: float, what: str) -> None:
-    """Until cancelled; on cancellation the items in flight are cancelled too."""
+                        poll_seconds: float, what: str,
+                        stopped: Callable[[], bool] = lambda: False) -> None:
+    """Until cancelled, or `stopped()` once woken; then the items in flight are cancelled
+    too. (`stopped` ends the loop for certain: a cancellation that arrives while a claim
+    runs in its worker thread can be lost.)"""
     try:
-        while True:
+        while not stopped():
             wake.clear()
             claimed: list[T] = []
             free = concurrency - len(in_flight)

@@ -1,5 +1,7 @@
-"""Slack's Web API (chat.postMessage, chat.update, chat.postEphemeral) through slack_sdk's
-AsyncWebClient, and response_urls through its AsyncWebhookClient.
+"""Slack's Web API through slack_sdk's AsyncWebClient: chat.postMessage, chat.update
+and chat.postEphemeral, what finding an unrecorded post takes (conversations.history
+and .replies, conversations.join, conversations.list to learn a channel name's ID),
+and response_urls through its AsyncWebhookClient.
 
 The SDK's own retry handlers are turned off: the outbox owns retries, honouring
 a 429's Retry-After for everything it sends to Slack.
@@ -7,7 +9,10 @@ a 429's Retry-After for everything it sends to Slack.
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -15,12 +20,20 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.ports import PostedMessage, RetryLater, Undeliverable
+from bot.domain.delivery import Mark
+from bot.ports import MissingScope, NotInChannel, PostedMessage, RetryLater, Undeliverable
 
 # Slack answers these with ok=false but they pass with time.
 _TRANSIENT_ERRORS = {
     "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
 }
+_NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found"}
+_CANNOT_JOIN = "method_not_supported_for_channel_type"
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{8,}")
+# A search reads at most this many pages of history (or of a thread, or of the
+# channel list): the bound on what one delivery attempt may cost in Slack calls.
+_PAGES = 5
+_PAGE_SIZE = 200
 
 
 class SlackChat:
@@ -34,6 +47,8 @@ class SlackChat:
         )
         self._ssl = ssl_context
         self._timeout = int(timeout)
+        self._channel_ids: dict[str, str] = {}  # channel name (no '#') → ID
+        self._me: tuple[str, str] | None = None  # (user ID, bot ID) from auth.test
 
     def start(self) -> None:
         """Give the client one pooled session for all calls (without it the SDK opens a
@@ -42,11 +57,14 @@ class SlackChat:
             self.client.session = aiohttp.ClientSession()
 
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]],
-                   thread_ts: str | None = None) -> PostedMessage:
+                   thread_ts: str | None = None, mark: Mark | None = None) -> PostedMessage:
         response = await self._call(
             self.client.chat_postMessage, channel=channel, text=text, blocks=blocks,
             thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
+            metadata=mark.metadata() if mark is not None else None,
         )
+        if not _CHANNEL_ID.fullmatch(channel):
+            self._channel_ids[channel.lstrip("#")] = response["channel"]
         return PostedMessage(channel_id=response["channel"], ts=response["ts"])
 
     async def update(self, channel_id: str, ts: str, text: str,
@@ -72,12 +90,88 @@ class SlackChat:
             raise Undeliverable(f"Slack response_url HTTP {response.status_code}: "
                                 f"{str(response.body)[:100]}")
 
+    async def find(self, channel: str, mark: Mark, *, since: datetime,
+                   thread_ts: str | None = None) -> PostedMessage | None:
+        channel_id = await self._channel_id(channel)
+        if channel_id is None:
+            raise NotInChannel(f"no channel named {channel} that the bot can see")
+        me = await self._identity()
+        oldest = f"{since.timestamp():.6f}"
+        if thread_ts is None:
+            pages = self._pages(self.client.conversations_history, "messages",
+                                channel=channel_id, include_all_metadata=True, oldest=oldest)
+        else:
+            pages = self._pages(self.client.conversations_replies, "messages",
+                                channel=channel_id, ts=thread_ts, include_all_metadata=True,
+                                oldest=oldest)
+        try:
+            return await self._oldest_match(pages, mark, me, threaded=thread_ts is not None,
+                                            channel_id=channel_id)
+        except NotInChannel as exc:
+            raise NotInChannel(str(exc), channel_id=channel_id) from None
+
+    @staticmethod
+    async def _oldest_match(pages: AsyncIterator[dict], mark: Mark, me: tuple[str, str], *,
+                            threaded: bool, channel_id: str) -> PostedMessage | None:
+        found = None
+        async for message in pages:
+            mine = ((bool(me[0]) and message.get("user") == me[0])
+                    or (bool(me[1]) and message.get("bot_id") == me[1]))
+            top = threaded or message.get("thread_ts") in (None, message.get("ts"))
+            if mine and top and mark.matches(message.get("metadata")) and (
+                    found is None or float(message["ts"]) < float(found)):
+                found = str(message["ts"])  # the oldest, should there be two
+        return None if found is None else PostedMessage(channel_id=channel_id, ts=found)
+
+    async def join(self, channel_id: str) -> bool:
+        try:
+            await self._call(self.client.conversations_join, channel=channel_id)
+        except Undeliverable as exc:
+            if isinstance(exc, MissingScope) or not str(exc).endswith(_CANNOT_JOIN):
+                raise
+            return False  # a private channel (or a DM): only an invite lets the bot in
+        return True
+
+    async def _channel_id(self, channel: str) -> str | None:
+        """A channel's ID: history takes no names. Learnt from posts, or else looked
+        up once in conversations.list (public and private channels the bot can see)."""
+        if _CHANNEL_ID.fullmatch(channel):
+            return channel
+        name = channel.lstrip("#")
+        if name not in self._channel_ids:
+            async for listed in self._pages(self.client.conversations_list, "channels",
+                                            types="public_channel,private_channel",
+                                            exclude_archived=True):
+                self._channel_ids.setdefault(str(listed.get("name")), str(listed.get("id")))
+                if listed.get("name") == name:
+                    break
+        return self._channel_ids.get(name)
+
+    async def _identity(self) -> tuple[str, str]:
+        """Who the bot is, so that only its own messages are adopted."""
+        if self._me is None:
+            response = await self._call(self.client.auth_test)
+            self._me = (str(response.get("user_id") or ""), str(response.get("bot_id") or ""))
+        return self._me
+
+    async def _pages(self, method: Any, field: str, **kwargs: Any) -> AsyncIterator[dict]:
+        cursor = None
+        for _ in range(_PAGES):
+            response = await self._call(method, limit=_PAGE_SIZE, cursor=cursor, **kwargs)
+            for item in response.get(field) or []:
+                if isinstance(item, dict):
+                    yield item
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return
+
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         try:
             return await method(**kwargs)
         except SlackApiError as exc:
             status = exc.response.status_code
-            error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            data = exc.response.data if isinstance(exc.response.data, dict) else {}
+            error = data.get("error")
             reason = f"Slack HTTP {status}: {error or 'no error code'}"
             if status == 429:
                 after = exc.response.headers.get("Retry-After") or exc.response.headers.get(
@@ -86,6 +180,11 @@ class SlackChat:
                                  whole_target=True) from None
             if status >= 500 or error in _TRANSIENT_ERRORS:
                 raise RetryLater(reason) from None
+            if error == "missing_scope":
+                scope = str(data.get("needed") or "unknown")
+                raise MissingScope(f"{reason} (needs the {scope} scope)", scope=scope) from None
+            if error in _NOT_IN_CHANNEL:
+                raise NotInChannel(reason) from None
             raise Undeliverable(reason) from None
         except (TimeoutError, aiohttp.ClientError, SlackClientError, ValueError) as exc:
             raise RetryLater(f"Slack unreachable: {type(exc).__name__}") from None

@@ -11,9 +11,10 @@ message for the post it updates or replies under.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.domain.durations import format_duration
 from bot.domain.messages import mrkdwn
@@ -156,3 +157,67 @@ def given_up(target: str, action: str, budget: timedelta, error: str | None) -> 
 def failure_notice(detail: str) -> str:
     """The thread reply for a delivery that failed for good (`detail` as on the timeline)."""
     return f":warning: Not delivered: {mrkdwn(detail)}"
+
+
+# --- effectively-once Slack messages ---------------------------------------
+#
+# Every message the outbox posts carries Slack message metadata naming what it is.
+# A post whose answer was never recorded (the process was killed, or its lease ran
+# out) may be in Slack already: before posting it again, the outbox looks for it in
+# the channel's history (or the thread's replies) since the first attempt, and
+# adopts the message it finds instead of posting a second one.
+
+# Slack's clock and ours differ a little; a message is looked for from this long
+# before the first attempt.
+SEARCH_MARGIN = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The metadata that says which message of ours a Slack message is."""
+
+    event_type: str
+    payload: Mapping[str, int]
+    key: tuple[str, ...]  # the payload fields that identify the message when looked for
+
+    def metadata(self) -> dict[str, Any]:
+        """As chat.postMessage takes it: {"event_type": …, "event_payload": {…}}."""
+        return {"event_type": self.event_type, "event_payload": dict(self.payload)}
+
+    def matches(self, metadata: Any) -> bool:
+        """Whether a message's `metadata` (as conversations.history returns it with
+        include_all_metadata) is this mark. Anything malformed is not."""
+        if not isinstance(metadata, dict) or metadata.get("event_type") != self.event_type:
+            return False
+        found = metadata.get("event_payload")
+        return isinstance(found, dict) and all(
+            str(found.get(field)) == str(self.payload[field]) for field in self.key)
+
+
+def incident_mark(incident_id: int, delivery_id: int) -> Mark:
+    """An incident's top-level message; one per incident, whichever delivery posted it."""
+    return Mark("oncall_incident", {"incident_id": incident_id, "delivery_id": delivery_id},
+                key=("incident_id",))
+
+
+def run_mark(incident_id: int, run_id: int, delivery_id: int) -> Mark:
+    """The thread reply that shows a runbook run; one per run."""
+    return Mark("oncall_run", {"incident_id": incident_id, "run_id": run_id,
+                               "delivery_id": delivery_id}, key=("run_id",))
+
+
+def reply_mark(incident_id: int, delivery_id: int) -> Mark:
+    """A thread reply (a note, a new alert, a failure notice); one per delivery."""
+    return Mark("oncall_reply", {"incident_id": incident_id, "delivery_id": delivery_id},
+                key=("delivery_id",))
+
+
+def notice_mark(delivery_id: int) -> Mark:
+    """A channel message that belongs to no incident; one per delivery."""
+    return Mark("oncall_notice", {"delivery_id": delivery_id}, key=("delivery_id",))
+
+
+def search_from(first_attempt_at: datetime | None) -> datetime | None:
+    """Where to look for a message before posting it: None (just post) on a first
+    attempt, else from a little before the first attempt."""
+    return None if first_attempt_at is None else first_attempt_at - SEARCH_MARGIN

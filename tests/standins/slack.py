@@ -15,6 +15,19 @@ State: ``messages[channel_id][ts]`` is the current version of each message
 user groups are registered with :meth:`SlackStandIn.add_user` /
 :meth:`SlackStandIn.add_usergroup`.
 
+Channels: ``channels[id]`` (``{"id", "name", "is_private", "members"}``).
+Public channels come into being when first named; :meth:`SlackStandIn.add_channel`
+makes a private one.  As in Slack, the bot may post in any public channel
+(``chat:write.public``) but reads its history only as a member
+(``conversations.join``); a private channel it was not invited to is
+``channel_not_found`` to every method.  Messages keep ``metadata``
+(``{"event_type", "event_payload"}``) and ``conversations.history`` /
+``.replies`` return it only with ``include_all_metadata``.  ``scopes`` is the
+set the token was granted (all by default): a method whose scope is missing
+answers ``missing_scope`` with ``needed`` and ``provided``, as Slack does.
+:meth:`SlackStandIn.stall` makes a call take effect but hold its answer back
+(a post whose outcome the bot never learns).
+
 Look-ups that merely miss (``user_not_found`` for a well-formed but unknown
 ID, ``users_not_found``, ``no_such_subteam``) are legitimate answers, not
 violations; a malformed request (missing argument, a name where an ID is
@@ -27,10 +40,12 @@ Accepted bodies are only recorded (:meth:`SlackStandIn.responses`); they do
 not change ``messages``.
 """
 
+import base64
 import hashlib
 import itertools
 import json
 import re
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -57,7 +72,9 @@ class SlackStandIn(StandIn):
     ``base_url`` ends with ``/api/`` as slack_sdk requires.  Methods served:
     ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
     ``chat.getPermalink``, ``users.info``, ``users.lookupByEmail``,
-    ``usergroups.users.list``, ``views.open``; anything else answers
+    ``usergroups.users.list``, ``views.open``, ``conversations.history``,
+    ``conversations.replies``, ``conversations.join``, ``conversations.list``;
+    anything else answers
     ``unknown_method``.  ``response_url(name)`` gives a response_url served
     by the same server (recorded under the name ``response_url``).
     """
@@ -73,6 +90,12 @@ class SlackStandIn(StandIn):
         self._responses: list[tuple[str, dict]] = []  # (name, body) accepted
         self._ts_counter = 0
         self._view_ids = itertools.count(1)
+        self.channels: dict[str, dict] = {}  # id -> {"id", "name", "is_private", "members"}
+        self.scopes: set[str] = set(SCOPES.values()) | {"chat:write", "chat:write.public",
+                                                          "groups:history", "groups:read"}
+        self._stalls: list[list] = []  # [method, times left]
+        self._released = threading.Event()
+        self._local = threading.local()
 
     @property
     def base_url(self) -> str:
@@ -113,6 +136,28 @@ class SlackStandIn(StandIn):
         with self.lock:
             self.usergroups[group_id] = group
         return dict(group, users=list(user_ids))
+
+    def add_channel(self, name: str, *, private: bool = False,
+                    members: tuple[str, ...] = ()) -> str:
+        """Register a channel (a private one's ID starts with G); returns its ID."""
+        channel_id = self.channel_id(name)
+        if private:
+            channel_id = "G" + channel_id[1:]
+        with self.lock:
+            self.channels[channel_id] = {"id": channel_id, "name": name.lstrip("#"),
+                                         "is_private": private, "members": set(members)}
+        return channel_id
+
+    def stall(self, method: str, times: int = 1, threaded: bool | None = None):
+        """The next ``times`` calls to ``method`` take effect, but their answers wait
+        until :meth:`release` (or 60 s): a client killed meanwhile never learns them.
+        ``threaded``: only thread replies (True) or only top-level posts (False)."""
+        with self.lock:
+            self._released.clear()
+            self._stalls.append([method, times, threaded])
+
+    def release(self):
+        self._released.set()
 
     def responses(self, name: str | None = None) -> list[dict]:
         """JSON bodies accepted at response_urls (optionally only ``name``'s), in order."""
@@ -179,6 +224,7 @@ class SlackStandIn(StandIn):
                                if "json" in req.headers.get("content-type", "")
                                else "invalid_form_data")
         args.update(req.body or {})
+        self._local.req = req  # for a stall: its answer is held back on this thread
         auth = req.headers.get("authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         if not token:
@@ -195,6 +241,10 @@ class SlackStandIn(StandIn):
             "users.lookupByEmail": self._users_lookup_by_email,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
+            "conversations.join": self._conversations_join,
+            "conversations.list": self._conversations_list,
         }.get(req.name)
         if handler is None:
             return self._error(req, "unknown_method")
@@ -245,10 +295,26 @@ class SlackStandIn(StandIn):
     def _post_message(self, req, args):
         if not args.get("channel"):
             return self._error(req, "channel_not_found")
-        channel = self.channel_id(args["channel"])
+        refused = self._missing_scope(req, "chat:write")
+        if refused is not None:
+            return refused
+        known = self._channel(args["channel"])
+        if known is not None and known["is_private"] and BOT_USER_ID not in known["members"]:
+            return self._error(req, "channel_not_found", violation=False)
+        channel = known["id"] if known is not None else self.channel_id(args["channel"])
         content = self._content(req, args)
         if isinstance(content, Reply):
             return content
+        metadata = args.get("metadata")
+        if isinstance(metadata, str):  # form-encoded: a JSON string
+            try:
+                metadata = json.loads(metadata)
+            except ValueError:
+                return self._error(req, "invalid_metadata_format", ["metadata is not JSON"])
+        if metadata is not None:
+            problems = metadata_problems(metadata)
+            if problems:
+                return self._error(req, "invalid_metadata_format", problems)
         thread_ts = args.get("thread_ts") or None
         if thread_ts is not None:
             parent = self.messages.get(channel, {}).get(str(thread_ts))
@@ -260,6 +326,9 @@ class SlackStandIn(StandIn):
                "user": BOT_USER_ID, "text": text or "", "blocks": blocks,
                "attachments": attachments, "thread_ts": thread_ts}
         self.messages.setdefault(channel, {})[msg["ts"]] = msg
+        if metadata is not None:
+            msg["metadata"] = {"event_type": metadata["event_type"],
+                               "event_payload": metadata.get("event_payload") or {}}
         return Reply(200, {"ok": True, "channel": channel, "ts": msg["ts"],
                            "message": _public(msg)})
 
@@ -376,6 +445,16 @@ class SlackStandIn(StandIn):
     def _answer(self, h):
         """response_url POSTs answer plain text; everything else as the base class."""
         if not urlsplit(h.path).path.startswith(RESPONSE_PATH):
+            if self._stalls:
+                answer = h.send_response
+
+                def stalled(*args, **kwargs):  # after the call took effect, before its answer
+                    req = self._local.__dict__.pop("req", None)
+                    if req is not None and self._take_stall(req):
+                        self._released.wait(60)
+                    answer(*args, **kwargs)
+
+                h.send_response = stalled
             return super()._answer(h)
         url = urlsplit(h.path)
         raw = h.rfile.read(int(h.headers.get("Content-Length") or 0))
@@ -444,10 +523,155 @@ class SlackStandIn(StandIn):
         self._responses.append((req.path[len(RESPONSE_PATH):], body))
         return 200, "ok"
 
+    def _take_stall(self, req) -> bool:
+        with self.lock:
+            threaded = bool((req.body or {}).get("thread_ts")) if isinstance(req.body,
+                                                                          dict) else False
+            for stall in self._stalls:
+                if (stall[0] == req.name and isinstance(req.response, dict)
+                        and req.response.get("ok") and stall[2] in (None, threaded)):
+                    stall[1] -= 1
+                    if stall[1] <= 0:
+                        self._stalls.remove(stall)
+                    return True
+        return False
+
+    # -- channels, membership, history ----------------------------------------
+    def _channel(self, ref: str, *, create: bool = True) -> dict | None:
+        """The channel an ID or name refers to; public channels come into being when named."""
+        channel_id = self.channel_id(ref) if ref else ""
+        found = self.channels.get(channel_id) or next(
+            (c for c in self.channels.values() if c["name"] == ref.lstrip("#")), None)
+        if found is None and create and ref and not CHANNEL_ID.match(ref):
+            found = self.channels[channel_id] = {"id": channel_id, "name": ref.lstrip("#"),
+                                                 "is_private": False, "members": set()}
+        if found is None and create and CHANNEL_ID.match(ref or "") and ref.startswith("C"):
+            found = self.channels[ref] = {"id": ref, "name": ref.lower(), "is_private": False,
+                                          "members": set()}
+        return found
+
+    def _missing_scope(self, req, needed: str):
+        """Slack's answer to a call whose token lacks ``needed`` (not a violation: a setup
+        problem the bot must report, not a malformed call)."""
+        if needed in self.scopes:
+            return None
+        return Reply(200, {"ok": False, "error": "missing_scope", "needed": needed,
+                           "provided": ",".join(sorted(self.scopes))})
+
+    def _readable(self, req, args):
+        """(channel, None) when the bot may read the channel's messages, else (None, Reply)."""
+        ref = args.get("channel") or ""
+        if not CHANNEL_ID.match(ref):  # history takes IDs only
+            return None, self._error(req, "channel_not_found", [f"{ref!r} is not a channel ID"])
+        channel = self._channel(ref)
+        visible = channel is not None and (not channel["is_private"]
+                                           or BOT_USER_ID in channel["members"])
+        if not visible:
+            return None, self._error(req, "channel_not_found", violation=False)
+        scope = "groups:history" if channel["is_private"] else "channels:history"
+        refused = self._missing_scope(req, scope)
+        if refused is not None:
+            return None, refused
+        if BOT_USER_ID not in channel["members"]:
+            return None, self._error(req, "not_in_channel", violation=False)
+        return channel, None
+
+    def _history_page(self, req, args, messages):
+        """Filter by oldest/latest (exclusive unless inclusive), page by cursor and limit."""
+        try:
+            oldest = float(args.get("oldest") or 0)
+            latest = float(args["latest"]) if args.get("latest") else float("inf")
+            limit = int(args.get("limit") or 100)
+            offset = int(base64.b64decode(args["cursor"]).decode().removeprefix("next_ts:")
+                         ) if args.get("cursor") else 0
+        except (ValueError, KeyError):
+            return self._error(req, "invalid_arguments",
+                               ["oldest, latest, limit and cursor must be well-formed"])
+        if not 1 <= limit <= 999:
+            return self._error(req, "invalid_limit", [f"limit {limit} is not 1-999"])
+        inclusive = _truthy(args.get("inclusive"))
+        kept = [m for m in messages
+                if (oldest < float(m["ts"]) or (inclusive and oldest == float(m["ts"])))
+                and (float(m["ts"]) < latest or (inclusive and float(m["ts"]) == latest))]
+        page = kept[offset:offset + limit]
+        more = offset + limit < len(kept)
+        metadata = _truthy(args.get("include_all_metadata"))
+        body = {"ok": True, "messages": [_listed(m, metadata) for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": base64.b64encode(
+                    f"next_ts:{offset + limit}".encode()).decode() if more else ""}}
+        return Reply(200, body)
+
+    def _conversations_history(self, req, args):
+        channel, refused = self._readable(req, args)
+        if refused is not None:
+            return refused
+        messages = sorted((m for m in self.messages.get(channel["id"], {}).values()
+                           if not m.get("thread_ts")),
+                          key=lambda m: float(m["ts"]), reverse=True)  # newest first
+        return self._history_page(req, args, messages)
+
+    def _conversations_replies(self, req, args):
+        channel, refused = self._readable(req, args)
+        if refused is not None:
+            return refused
+        ts = str(args.get("ts") or "")
+        parent = self.messages.get(channel["id"], {}).get(ts)
+        if parent is None:
+            return self._error(req, "thread_not_found", violation=False)
+        root = parent.get("thread_ts") or parent["ts"]
+        thread = sorted((m for m in self.messages[channel["id"]].values()
+                         if m["ts"] == root or m.get("thread_ts") == root),
+                        key=lambda m: float(m["ts"]))  # the parent first, then oldest first
+        return self._history_page(req, args, thread)
+
+    def _conversations_join(self, req, args):
+        ref = args.get("channel") or ""
+        if not CHANNEL_ID.match(ref):
+            return self._error(req, "channel_not_found", [f"{ref!r} is not a channel ID"])
+        channel = self._channel(ref)
+        if channel is None or (channel["is_private"] and BOT_USER_ID not in channel["members"]):
+            return self._error(req, "channel_not_found", violation=False)
+        if channel["is_private"] or ref.startswith("D"):
+            return self._error(req, "method_not_supported_for_channel_type", violation=False)
+        refused = self._missing_scope(req, "channels:join")
+        if refused is not None:
+            return refused
+        already = BOT_USER_ID in channel["members"]
+        channel["members"].add(BOT_USER_ID)
+        body = {"ok": True, "channel": _conversation(channel)}
+        if already:
+            body.update(warning="already_in_channel",
+                        response_metadata={"warnings": ["already_in_channel"]})
+        return Reply(200, body)
+
+    def _conversations_list(self, req, args):
+        types = set(str(args.get("types") or "public_channel").split(","))
+        if not types <= {"public_channel", "private_channel", "mpim", "im"}:
+            return self._error(req, "invalid_types", [f"unknown types {sorted(types)}"])
+        for kind, scope in (("public_channel", "channels:read"),
+                            ("private_channel", "groups:read")):
+            refused = kind in types and self._missing_scope(req, scope)
+            if refused:
+                return refused
+        listed = [c for c in sorted(self.channels.values(), key=lambda c: c["id"])
+                  if ("private_channel" if c["is_private"] else "public_channel") in types
+                  and (not c["is_private"] or BOT_USER_ID in c["members"])]
+        try:
+            limit = int(args.get("limit") or 100)
+            offset = int(base64.b64decode(args["cursor"]).decode().removeprefix("offset:")
+                         ) if args.get("cursor") else 0
+        except (ValueError, KeyError):
+            return self._error(req, "invalid_cursor")
+        page, more = listed[offset:offset + limit], offset + limit < len(listed)
+        return Reply(200, {"ok": True, "channels": [_conversation(c) for c in page],
+                           "response_metadata": {"next_cursor": base64.b64encode(
+                               f"offset:{offset + limit}".encode()).decode() if more else ""}})
+
     def _next_ts(self) -> str:
-        """Unique, increasing message timestamps: 1700000000.000100, .000200, …"""
-        self._ts_counter += 1
-        micros = 1_700_000_000_000_000 + 100 * self._ts_counter
+        """Unique, increasing message timestamps that are, as in Slack, the time of the
+        post (so that ``oldest``/``latest`` in history mean what they say)."""
+        micros = max(int(time.time() * 1_000_000), self._ts_counter + 100)
+        self._ts_counter = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
@@ -470,6 +694,47 @@ def control_sequences(text: str) -> list[str]:
     found += [c for c in "<>" if c in rest]
     found += re.findall(r"&(?!amp;|lt;|gt;)", text)
     return found
+
+
+# Scopes of the public-channel forms of the conversations.* methods served here.
+SCOPES = {"conversations.history": "channels:history", "conversations.join": "channels:join",
+          "conversations.list": "channels:read"}
+
+
+def _truthy(value) -> bool:
+    """A boolean argument as Slack reads it: true, 1 (query strings, forms or JSON)."""
+    return value is True or str(value).lower() in ("true", "1")
+
+
+def _listed(msg: dict, with_metadata: bool) -> dict:
+    """A message as conversations.history/.replies list it: metadata only when asked."""
+    listed = _public(msg)
+    if not with_metadata:
+        listed.pop("metadata", None)
+    return json.loads(json.dumps(listed))
+
+
+def _conversation(channel: dict) -> dict:
+    """A conversation object (the fields the bot could read)."""
+    return {"id": channel["id"], "name": channel["name"], "is_channel": True,
+            "is_group": False, "is_im": False, "is_private": channel["is_private"],
+            "is_archived": False, "is_member": BOT_USER_ID in channel["members"]}
+
+
+def metadata_problems(metadata) -> list[str]:
+    """Message metadata as chat.postMessage takes it:
+    ``{"event_type": str, "event_payload": {…}}``."""
+    if not isinstance(metadata, dict):
+        return ["metadata must be an object"]
+    problems = []
+    if not isinstance(metadata.get("event_type"), str) or not metadata["event_type"]:
+        problems.append("metadata.event_type must be a non-empty string")
+    if not isinstance(metadata.get("event_payload"), dict):
+        problems.append("metadata.event_payload must be an object")
+    unknown = set(metadata) - {"event_type", "event_payload"}
+    if unknown:
+        problems.append(f"unknown metadata fields {sorted(unknown)}")
+    return problems
 
 
 # -- Block Kit ----------------------------------------------------------------
