@@ -8,12 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
 from bot.db import Database, redacted
-from bot.demo import register as register_demo
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.incident import group_key
 from bot.domain.matchers import MatcherError
@@ -99,6 +99,30 @@ def _silence(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkout() -> Path | None:
+    """The checkout holding the demo: the current directory, else the source tree this bot
+    runs from (a checkout or an editable install; an installed wheel has no demo)."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (candidate / "examples" / "demo" / "narrate.py").is_file():
+            return candidate.resolve()
+    return None
+
+
+def _demo(_settings: Settings, args: argparse.Namespace) -> int:
+    """The demo drives the test suite's Slack and PagerDuty stand-ins, so it lives in the
+    checkout (examples/demo/), not in the installed package."""
+    checkout = _checkout()
+    if checkout is None:
+        print("oncall-bot: the demo runs from a checkout of oncall-bot (examples/demo/ and tests/standins/): "
+              "run `oncall-bot demo` in one", file=sys.stderr)
+        return 2
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from examples.demo.narrate import run
+
+    return run(keep=args.keep, timeout=args.timeout)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="oncall-bot", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -132,7 +156,12 @@ def parser() -> argparse.ArgumentParser:
     silence.set_defaults(run=_silence)
     register_reports(commands)
     register_runbooks(commands)
-    register_demo(commands)
+    demo = commands.add_parser(
+        "demo", help="the whole story locally, from a checkout: bad model version → alert → page → "
+                     "diagnostics → rollback")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
+    demo.add_argument("--timeout", type=float, default=360, help="give up after this many seconds")
+    demo.set_defaults(run=_demo)
     return top
 
 

@@ -1,4 +1,8 @@
-"""The one source of `now` for code with I/O; pure code takes `now` as an argument."""
+"""The one source of `now` for code with I/O; pure code takes `now` as an argument.
+
+`Clock` tells the time of day (for records); `Monotonic` measures intervals (rate limits,
+the intake load average): `time.monotonic` in the bot, a function a test drives.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 Clock = Callable[[], datetime]
+Monotonic = Callable[[], float]
 
 
 def utcnow() -> datetime:

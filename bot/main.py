@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -16,7 +17,7 @@ from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
-from bot.clock import Clock, utcnow
+from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database
 from bot.domain.delivery import parse_mention
 from bot.metrics import Metrics, RecordSnapshot
@@ -36,9 +37,11 @@ from bot.web import pagerduty as pagerduty_webhook
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
+def create_app(settings: Settings, *, clock: Clock = utcnow,
+               monotonic: Monotonic = time.monotonic) -> FastAPI:
     """Build the bot. Nothing connects until the app starts (its lifespan), which
-    first migrates the database, then starts the outbox dispatcher."""
+    first migrates the database, then starts the outbox dispatcher. `clock` tells the time
+    of day; `monotonic` times the rate limits and intake's load average."""
     db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
     routing = load_routing(settings.oncall_config)
     policy = DeliveryPolicy(slack=settings.slack_enabled, pagerduty=settings.paging_enabled,
@@ -67,7 +70,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         settings.pagerduty_routing_key.get_secret_value(),
         base_url=settings.pagerduty_events_url, ssl_context=tls,
         timeout=settings.delivery_timeout_seconds,
-        per_minute=settings.pagerduty_events_per_minute,
+        per_minute=settings.pagerduty_events_per_minute, monotonic=monotonic,
     ) if settings.pagerduty_routing_key else None
     chat = SlackChat(
         settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
@@ -79,7 +82,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         from_email=settings.pagerduty_from_email,
     ) if settings.pagerduty_api_token else None
     dispatcher = Dispatcher(
-        db, pager=pager, chat=chat, notes=notes, metrics=metrics, clock=clock,
+        db, pager=pager, chat=chat, notes=notes, metrics=metrics, clock=clock, monotonic=monotonic,
         runbooks=runbooks, intake_load=lambda: pipeline.load(),
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         poll_seconds=settings.outbox_poll_seconds,
@@ -91,7 +94,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> FastAPI:
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
     )
     pipeline = Pipeline(db, routing=routing, policy=policy, courier=dispatcher,
-                        on_runs=lambda: runs.wake(), clock=clock, runbooks=runbooks)
+                        on_runs=lambda: runs.wake(), clock=clock, monotonic=monotonic,
+                        runbooks=runbooks)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
         poll_seconds=settings.outbox_poll_seconds,

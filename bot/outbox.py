@@ -35,7 +35,7 @@ from anyio import to_thread
 from sqlmodel import col, select
 
 from bot import store
-from bot.clock import Clock, utcnow
+from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database
 from bot.domain.confirmations import answer_through_response_url
 from bot.domain.delivery import (
@@ -148,7 +148,8 @@ class Dispatcher:
                  notes: Notes | None, backoff: Backoff, poll_seconds: float, lease: timedelta,
                  metrics: Metrics, runbooks: Mapping[str, Runbook],
                  budget: timedelta = timedelta(hours=24), alarm: PageAlarm | None = None,
-                 clock: Clock = utcnow, intake_load: Callable[[], float] = lambda: 0.0) -> None:
+                 clock: Clock = utcnow, intake_load: Callable[[], float] = lambda: 0.0,
+                 monotonic: Monotonic = time.monotonic) -> None:
         """`budget`: how long a delivery other than a page is retried before it is given
         up. `alarm`: announce undelivered pages in Slack (None: they are only counted)."""
         self.db = db
@@ -164,7 +165,8 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.intake_load = intake_load
-        self._trickle = TokenBucket(_TRICKLE_PER_MINUTE, time.monotonic(), burst=_TRICKLE_BURST)
+        self.monotonic = monotonic  # times the Slack trickle and targets held after a 429
+        self._trickle = TokenBucket(_TRICKLE_PER_MINUTE, monotonic(), burst=_TRICKLE_BURST)
         self._wake = asyncio.Event()
         self._held: dict[str, float] = {}  # target → monotonic time it may be tried again
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -237,7 +239,7 @@ class Dispatcher:
             store.release_leases(session=session)
 
     def held_targets(self) -> list[str]:
-        now = time.monotonic()
+        now = self.monotonic()
         return [target for target, until in self._held.items() if until > now]
 
     def _claim(self, limit: int) -> list[Delivery]:
@@ -245,7 +247,7 @@ class Dispatcher:
             return []
         held, now = self.held_targets(), self.clock()
         saturated = self.intake_load() > _SATURATED
-        caps = {"slack": self._trickle.available(time.monotonic())} if saturated else None
+        caps = {"slack": self._trickle.available(self.monotonic())} if saturated else None
         with self.db.read() as session:
             due = store.due_deliveries(session=session, now=now, limit=min(limit, BATCH),
                                        held=held, caps=caps)
@@ -256,14 +258,14 @@ class Dispatcher:
         if saturated:
             for delivery in claimed:
                 if delivery.target == "slack":
-                    self._trickle.take(time.monotonic())
+                    self._trickle.take(self.monotonic())
         return claimed
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:
             if delivery.target in self.held_targets():
                 raise RetryLater("waiting out the service's rate limit",
-                                 after=self._held[delivery.target] - time.monotonic(),
+                                 after=self._held[delivery.target] - self.monotonic(),
                                  whole_target=True)
             outcome = await self._send(delivery)
         except RetryLater as exc:
@@ -493,7 +495,7 @@ class Dispatcher:
             delivery.attempts + 1, base=self.backoff.base, cap=self.backoff.cap)
         if exc.whole_target:
             self._held[delivery.target] = max(self._held.get(delivery.target, 0.0),
-                                              time.monotonic() + delay)
+                                              self.monotonic() + delay)
         log.warning("delivery %s (%s %s) will be retried in %.1fs: %s", delivery.id,
                     delivery.target, delivery.action, delay, exc)
         # Refused as a whole (429, or held back here): this attempt posted nothing.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -21,9 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bot import store
-from bot.clock import Clock, utcnow
+from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database, is_transient
 from bot.domain.alert import Alert
+from bot.domain.ratelimit import LoadAverage
 from bot.domain.routing import RoutingConfig
 from bot.models import Delivery
 from bot.runbooks import Runbook
@@ -57,7 +57,9 @@ class Courier(Protocol):
 class Pipeline:
     def __init__(self, db: Database, *, routing: RoutingConfig, policy: DeliveryPolicy,
                  courier: Courier, on_runs: Callable[[], None], clock: Clock = utcnow,
+                 monotonic: Monotonic = time.monotonic,
                  runbooks: Mapping[str, Runbook] | None = None) -> None:
+        """`monotonic` times the load average (`load`)."""
         self.db = db
         self.runbooks = runbooks or {}
         self.routing = routing
@@ -65,12 +67,11 @@ class Pipeline:
         self.courier = courier
         self.on_runs = on_runs
         self.clock = clock
+        self.monotonic = monotonic
         self._waiting: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]] = []
         self._waiting_since = 0.0  # monotonic time the oldest waiting request arrived
         self._committer: asyncio.Task[None] | None = None
-        # (load average, monotonic time it was last updated), replaced as a whole so
-        # that other threads read a consistent pair.
-        self._load: tuple[float, float] = (0.0, time.monotonic())
+        self._load = LoadAverage(updated=monotonic(), window=_LOAD_WINDOW)  # replaced whole
 
     async def ingest(self, alerts: Sequence[Alert]) -> IngestResult:
         """Commit the alerts and what they change; returns once that is durable.
@@ -80,7 +81,7 @@ class Pipeline:
         """
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         if not self._waiting:
-            self._waiting_since = time.monotonic()
+            self._waiting_since = self.monotonic()
         self._waiting.append((alerts, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
@@ -89,7 +90,7 @@ class Pipeline:
     async def _commit_waiting(self) -> None:
         while self._waiting:
             group, size, since = [], 0, self._waiting_since
-            self._waiting_since = time.monotonic()  # for whatever is left behind
+            self._waiting_since = self.monotonic()  # for whatever is left behind
             while self._waiting and (not group or size + len(self._waiting[0][0]) <= _GROUP_ALERTS):
                 group.append(self._waiting.pop(0))
                 size += len(group[-1][0])
@@ -102,16 +103,11 @@ class Pipeline:
 
         Work that shares the process with intake (delivery) reads it to give way to
         intake while alerts pour in; callable from any thread."""
-        value, updated = self._load
-        return value * math.exp(-(time.monotonic() - updated) / _LOAD_WINDOW)
+        return self._load.at(self.monotonic())
 
     def _busy(self, since: float) -> None:
         """Fold in that alerts waited or were being committed from `since` until now."""
-        value, updated = self._load
-        now = time.monotonic()
-        elapsed = max(now - updated, 1e-6)
-        weight = math.exp(-elapsed / _LOAD_WINDOW)
-        self._load = (value * weight + (1 - weight) * min(1.0, (now - since) / elapsed), now)
+        self._load = self._load.busy(since, self.monotonic())
 
     async def _commit_group(
         self, group: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pagerduty
 
+from bot.clock import Monotonic
 from bot.domain.ratelimit import TokenBucket
 from bot.ports import RetryLater, Undeliverable
 
@@ -61,12 +62,15 @@ class PagerDutyEvents:
     sent from the environment variable the delivery names, so no key is ever stored."""
 
     def __init__(self, routing_key: str, *, base_url: str, ssl_context: ssl.SSLContext,
-                 timeout: float, per_minute: int) -> None:
+                 timeout: float, per_minute: int, monotonic: Monotonic = time.monotonic) -> None:
+        """`per_minute`: events per integration key, by a token bucket timed by `monotonic`
+        (0: no limit)."""
         self._routing_key = routing_key
         self._base_url = base_url
         self._ssl_context = ssl_context
         self._timeout = timeout
         self._per_minute = per_minute
+        self._monotonic = monotonic
         self._clients: dict[str, pagerduty.EventsApiV2Client] = {}
         self._buckets: dict[str, TokenBucket] = {}
         # Events of one incident are never in flight together (the outbox sends them in
@@ -94,9 +98,9 @@ class PagerDutyEvents:
                    routing_key_env: str | None = None) -> None:
         key = self._key(routing_key_env)
         if self._per_minute:
-            bucket = self._buckets.setdefault(key, TokenBucket(self._per_minute,
-                                                               time.monotonic()))
-            wait = bucket.take(time.monotonic())
+            now = self._monotonic()
+            bucket = self._buckets.setdefault(key, TokenBucket(self._per_minute, now))
+            wait = bucket.take(now)
             if wait > 0:
                 raise RetryLater("over the Events API rate limit", after=wait, whole_target=True)
         client = self._client(key)

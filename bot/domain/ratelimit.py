@@ -1,8 +1,11 @@
-"""Rate limits and retry delays, as pure arithmetic over a `now` the caller passes."""
+"""Rate limits, intake's load average and retry delays, as pure arithmetic over a `now`
+(monotonic seconds) the caller passes."""
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import dataclass, replace
 
 
 class TokenBucket:
@@ -32,6 +35,27 @@ class TokenBucket:
     def available(self, now: float) -> int:
         """Whole tokens that could be taken now, without taking them."""
         return int(min(self.capacity, self.tokens + (now - self.updated) * self.rate))
+
+
+@dataclass(frozen=True)
+class LoadAverage:
+    """The share of the last `window` seconds or so during which something was busy (0 to 1),
+    decaying exponentially. Immutable, so that a holder replaces it whole and other
+    threads read a consistent value."""
+
+    value: float = 0.0
+    updated: float = 0.0  # when `value` was last folded in
+    window: float = 1.0  # time constant, seconds
+
+    def at(self, now: float) -> float:
+        return self.value * math.exp(-(now - self.updated) / self.window)
+
+    def busy(self, since: float, now: float) -> LoadAverage:
+        """Folds in that it was busy from `since` until `now` (idle before, back to `updated`)."""
+        elapsed = max(now - self.updated, 1e-6)
+        weight = math.exp(-elapsed / self.window)
+        share = min(1.0, (now - since) / elapsed)
+        return replace(self, value=self.value * weight + (1 - weight) * share, updated=now)
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:

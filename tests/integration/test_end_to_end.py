@@ -1,7 +1,7 @@
 """End to end with real monitoring: a bad model version is caught, paged, diagnosed and
 rolled back. Real MLflow, Prometheus and Alertmanager, the example model server and its
 traffic, the bot as `oncall-bot serve`, and the Slack and PagerDuty stand-ins; the steps
-are bot/demo.py's `Demo`, the same ones `oncall-bot demo` narrates.
+are examples/demo/scenario.py's `Demo`, the same ones `oncall-bot demo` narrates.
 
 About two minutes, most of it MLflow starting and the rollback's health check, which
 passes once the bad version's failures have left the alert's health_window (see
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo import MODEL, ON_CALL, STORY, Demo, DemoError
+from examples.demo.scenario import MODEL, ON_CALL, STORY, Demo, DemoError
 
 
 def in_order(kinds: list[str], story: tuple[str, ...]) -> bool:

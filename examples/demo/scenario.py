@@ -1,4 +1,4 @@
-"""`oncall-bot demo`: the whole story on one machine, with real monitoring.
+"""The demo's story on one machine, with real monitoring.
 
 A bad model version is promoted in a real MLflow registry; the model server
 (examples/model_server.py) starts failing; a real Prometheus fires ModelErrorRateHigh; a
@@ -8,7 +8,7 @@ acknowledges and rolls back with signed Slack button clicks; the rollback moves 
 back, the errors stop, Alertmanager sends the resolved notification and the incident
 closes. Everything listens on 127.0.0.1 on free ports, in a temporary directory.
 
-`Demo` holds the steps; `oncall-bot demo` narrates them and
+`Demo` holds the steps; `oncall-bot demo` narrates them (examples/demo/narrate.py) and
 tests/integration/test_end_to_end.py asserts on them. Contracts:
 
 - every wait is bounded (each step by its own timeout, all of them by `deadline_seconds`)
@@ -17,13 +17,13 @@ tests/integration/test_end_to_end.py asserts on them. Contracts:
 - `stop()` (also `with Demo(...)`) ends every process it started, by process group
   (SIGTERM, then SIGKILL after 10s), and the stand-ins' threads; safe to call twice.
 
-The stand-ins for Slack and PagerDuty are the test suite's (tests/standins/): the demo runs
-from a checkout, and needs the test extra (trustme, jsonschema) and mlflow.
+The stand-ins for Slack and PagerDuty are the test suite's (tests/standins/), which is why
+the demo lives here, in the checkout, and not in the installed package; it needs the test
+extra (trustme, jsonschema) and mlflow.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -44,7 +44,7 @@ import httpx
 import yaml
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: examples/demo/scenario.py
 EXAMPLES = ROOT / "examples"
 MLFLOW_VERSION = "3.17.2"
 MODEL, ENVIRONMENT, ALIAS = "churn", "production", "champion"
@@ -583,91 +583,3 @@ def _aware(moment: datetime) -> datetime:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-# --- `oncall-bot demo` ----------------------------------------------------------------------
-
-def register(subparsers: Any) -> None:
-    demo = subparsers.add_parser(
-        "demo", help="the whole story locally: bad model version → alert → page → diagnostics → rollback")
-    demo.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
-    demo.add_argument("--timeout", type=float, default=360, help="give up after this many seconds")
-    demo.set_defaults(run=run)
-
-
-def run(settings: Any, args: argparse.Namespace) -> int:
-    """`settings` is unused: the demo configures the bot it starts itself."""
-    import logging
-    import tempfile
-
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="oncall-demo-"))
-
-    def say(source: str, message: str) -> None:
-        stamp = f"{time.monotonic() - started:6.1f}s"
-        lines = message.strip().splitlines() or [""]
-        print(f"{stamp}  [{source}] {lines[0]}", flush=True)
-        for line in lines[1:]:
-            print(f"{' ' * len(stamp)}  {' ' * (len(source) + 2)} {line}", flush=True)
-
-    def step(message: str) -> None:
-        demo.report()
-        print(f"\n== {message}", flush=True)
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # Ctrl-C even when started with SIGINT ignored (a background job), and SIGTERM alike:
-    # both unwind through the finally below, which stops every process group started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
-    demo = Demo(workdir, say=say, deadline_seconds=args.timeout)
-    try:
-        step(f"Starting MLflow, the model server and its traffic, Prometheus, Alertmanager, the bot and "
-             f"stand-ins for Slack and PagerDuty (in {workdir}; this takes 10-30s)")
-        demo.start()
-        say("demo", "\n".join(f"{name}: {url}" for name, url in demo.url.items()))
-        step(f"{MODEL}@{ALIAS} serves v{demo.good}; error ratio {demo.error_ratio(demo.good):.1%}. "
-             f"Deploying v{demo.bad} (tagged quality=bad)")
-        demo.promote_bad_version()
-        step("Waiting for Prometheus → Alertmanager → the bot")
-        incident = demo.wait_for_incident()
-        say("bot", f"incident #{incident.id} opened from {incident.source}: {incident.title}")
-        demo.wait_for_page()
-        step("Diagnostics run in the incident's thread")
-        demo.wait_for_diagnostics()
-        step("The on-call engineer acknowledges")
-        demo.acknowledge()
-        step("…and rolls back: Roll back → preview → Confirm")
-        demo.roll_back()
-        step("The rollback runbook moves the alias back, then waits until the error ratio over its window "
-             "is healthy (under a minute)")
-        detail = demo.wait_for_rollback()
-        say("bot", detail)
-        say("mlflow", f"{MODEL}@{ALIAS} → v{demo.champion()}; the model server serves v{demo.serving()}")
-        step("Waiting for Alertmanager's resolved notification")
-        demo.wait_for_resolved()
-        record = demo.record()
-        incident = record["incident"]
-        step(f"Incident #{incident.id} record: {incident.state} by {incident.resolved_by}")
-        for entry in record["timeline"]:
-            first = (entry.detail or "").strip().splitlines()[:1]
-            print(f"  {str(entry.at)[:19]}  {entry.kind:<17} {entry.actor:<16} {first[0][:90] if first else ''}")
-        print(f"\n  MTTA {record['mtta']:.0f}s   MTTR {record['mttr']:.0f}s   "
-              f"(whole demo {time.monotonic() - started:.0f}s)")
-        return 0
-    except DemoError as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything the demo started", file=sys.stderr)
-        return 130
-    finally:
-        demo.stop()
-        if args.keep:
-            print(f"logs and databases kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
