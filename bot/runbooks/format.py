@@ -17,19 +17,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, \
-    WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from bot.domain.matchers import Matcher, MatcherError
 from bot.runbooks.kinds import AnyStep
-from bot.runbooks.kinds.base import IDENTIFIER, Duration, Flag, Problem, Step, StepSpec, Value, rule
+from bot.runbooks.kinds.base import IDENTIFIER, Duration, Flag, Problem, Step, StepSpec, Value, is_identifier, rule
 from bot.runbooks.problems import from_validation, whole_runbook
 
 FORMAT_VERSION = 1
 PARAM_TYPES = ("string", "int", "float", "bool")
 DEFAULT_RUN_TIMEOUT = 600.0
 RUNBOOK_NAME = r"^[a-z0-9][a-z0-9_-]*$"
-_IDENTIFIER, _RUNBOOK_NAME = re.compile(IDENTIFIER), re.compile(RUNBOOK_NAME)
+_RUNBOOK_NAME = re.compile(RUNBOOK_NAME)
 
 
 class RunbookError(ValueError):
@@ -91,8 +99,8 @@ class ParamSpec(BaseModel):
             raise Problem(str(exc)) from None
 
 
-ParamName = Annotated[str, rule(lambda v: isinstance(v, str) and bool(_IDENTIFIER.match(v)),
-                                "param names are identifiers (letters, digits, _)"), Field(pattern=IDENTIFIER)]
+ParamName = Annotated[str, Field(pattern=IDENTIFIER),
+                      rule(is_identifier, "param names are identifiers (letters, digits, _)")]
 MatcherText = Annotated[Any, PlainValidator(_matcher),
                         WithJsonSchema({"type": "string", "description": 'Alertmanager syntax: model="churn"'})]
 
@@ -103,15 +111,16 @@ class RunbookSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", title="oncall-bot runbook")
     version: Annotated[Literal[1], rule(lambda v: v == FORMAT_VERSION and not isinstance(v, bool),
                                         lambda v: f"must be {FORMAT_VERSION}, got {v!r}")]
-    name: Annotated[str, rule(lambda v: isinstance(v, str) and bool(_RUNBOOK_NAME.match(v)),
-                              lambda v: f"must be lower-case letters, digits, - or _, got {v!r}"),
-                    Field(pattern=RUNBOOK_NAME)]
+    name: Annotated[str, Field(pattern=RUNBOOK_NAME),
+                    rule(lambda v: isinstance(v, str) and bool(_RUNBOOK_NAME.match(v)),
+                         lambda v: f"must be lower-case letters, digits, - or _, got {v!r}")]
     description: Annotated[str, rule(lambda v: isinstance(v, str), "must be a string")] = ""
     matchers: Annotated[list[MatcherText], rule(lambda v: isinstance(v, list),
                                                 "must be a list of matchers like 'model=\"churn\"'")] = []
     changes_production: Flag = False  # never run automatically; required with set_alias
     params: Annotated[dict[ParamName, Annotated[ParamSpec, BeforeValidator(_param_mapping)]],
-                      rule(lambda v: isinstance(v, dict), "must be a mapping of name to {type, default, ...}")] = {}
+                      rule(lambda v: isinstance(v, dict), "must be a mapping of name to {type, default, ...}"),
+                      Field(json_schema_extra={"additionalProperties": False})] = {}
     timeout: Duration = DEFAULT_RUN_TIMEOUT
     steps: Annotated[list[AnyStep], rule(lambda v: isinstance(v, list) and bool(v),
                                          "must be a non-empty list of steps"), Field(min_length=1)]

@@ -17,7 +17,7 @@ from bot.runbooks.kinds import BY_KIND
 from bot.runbooks.kinds.base import LintFacts, Problem, StepSpec
 from bot.runbooks.templates import template_problems, template_strings
 
-_MISSING_HINTS = {"version": "required: the format version, 1", "name": "required: the runbook's name",
+_MISSING_HINTS = {"version": "required (must be 1)", "name": "required (lower-case letters, digits, - or _)",
                   "steps": "required: a non-empty list of steps"}
 
 

@@ -48,6 +48,10 @@ def rule(test, message) -> BeforeValidator:
     return BeforeValidator(validate)
 
 
+def is_identifier(value: Any) -> bool:
+    return isinstance(value, str) and bool(_IDENTIFIER.match(value))
+
+
 def is_template_text(value: Any) -> bool:
     return isinstance(value, str) and is_template(value)
 
@@ -70,9 +74,8 @@ Duration = Annotated[float, BeforeValidator(_seconds), WithJsonSchema({"anyOf": 
     {"type": "number", "exclusiveMinimum": 0},
     {"type": "string", "pattern": r"^\s*([0-9]+[smhdwSMHDW])+\s*$"}]})]
 Flag = Annotated[bool, rule(lambda v: isinstance(v, bool), "must be true or false")]
-Identifier = Annotated[str, rule(lambda v: isinstance(v, str) and bool(_IDENTIFIER.match(v)),
-                                   lambda v: f"step names are identifiers (letters, digits, _), got {v!r}"),
-                       Field(pattern=IDENTIFIER)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER),
+                       rule(is_identifier, lambda v: f"step names are identifiers (letters, digits, _), got {v!r}")]
 # Written as text, possibly a template; not type-checked at load (rendered values are checked when prepared).
 Text = Annotated[Any, WithJsonSchema({"type": "string"})]
 Value = Annotated[Any, WithJsonSchema({})]
@@ -155,7 +158,7 @@ class StepIO:
     context: RunContext
 
 
-def number(value: Any, key: str) -> float | Pending:
+def as_number(value: Any, key: str) -> float | Pending:
     if isinstance(value, Pending):
         return value
     try:
@@ -164,7 +167,7 @@ def number(value: Any, key: str) -> float | Pending:
         raise StepError(f"{key}: expected a number, got {value!r}") from None
 
 
-def text(value: Any, key: str) -> str:
+def as_text(value: Any, key: str) -> str:
     if value is None or isinstance(value, dict | list):
         raise StepError(f"{key}: expected a value, got {value!r}")
     return str(value)

@@ -16,8 +16,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from bot.runbooks.kinds.base import _IDENTIFIER, IDENTIFIER, Flag, Observation, Problem, Step, StepError, \
-    StepIO, StepSpec, is_template_text, rule, text
+from bot.runbooks.kinds.base import (
+    IDENTIFIER,
+    Flag,
+    Observation,
+    Problem,
+    Step,
+    StepError,
+    StepIO,
+    StepSpec,
+    as_text,
+    is_identifier,
+    is_template_text,
+    rule,
+)
 from bot.runbooks.outcomes import OUTPUT_LIMIT
 
 if TYPE_CHECKING:
@@ -37,7 +49,7 @@ def _argv(value: Any) -> Any:
 
 Argv = Annotated[list[str | int | float], BeforeValidator(_argv), Field(min_length=1)]
 EnvNames = Annotated[list[str], rule(
-    lambda v: isinstance(v, list) and all(isinstance(n, str) and _IDENTIFIER.match(n) for n in v),
+    lambda v: isinstance(v, list) and all(is_identifier(n) for n in v),
     "must be a list of environment variable names"),
     WithJsonSchema({"type": "array", "items": {"type": "string", "pattern": IDENTIFIER}})]
 
@@ -54,7 +66,7 @@ class CommandStep(StepSpec):
         """A rendered value that starts with `-` would be read as an option (`--kubeconfig=…`,
         `-o`), so it is refused unless the step sets `allow_options: true`; a `-` written
         in the runbook itself (step.spec, unrendered) is the runbook's."""
-        argv = [text(item, f"argv[{i}]") for i, item in enumerate(spec["argv"])]
+        argv = [as_text(item, f"argv[{i}]") for i, item in enumerate(spec["argv"])]
         if not spec.get("allow_options", False):
             for index, (value, source) in enumerate(zip(argv, step.spec["argv"], strict=True)):
                 if index and value.startswith("-") and not str(source).startswith("-"):

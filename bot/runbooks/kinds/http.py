@@ -10,8 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from bot.runbooks.checks import CHECK_OPERATORS, PathError, check_json, lookup, parse_path
-from bot.runbooks.kinds.base import Observation, Problem, Step, StepError, StepIO, StepSpec, Text, Value, \
-    is_template_text, rule, text
+from bot.runbooks.kinds.base import (
+    Observation,
+    Problem,
+    Step,
+    StepError,
+    StepIO,
+    StepSpec,
+    Text,
+    Value,
+    as_text,
+    is_template_text,
+    rule,
+)
 from bot.runbooks.templates import Pending
 
 if TYPE_CHECKING:
@@ -76,7 +87,7 @@ class HttpStep(StepSpec):
     @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,
                 template_context: Mapping[str, Any]) -> HttpCall:
-        url = text(spec["url"], "url")
+        url = as_text(spec["url"], "url")
         if not isinstance(url, Pending) and not url.startswith(("http://", "https://")):
             raise StepError(f"url: expected http:// or https://, got {url!r}")
         status = spec.get("status", 200)

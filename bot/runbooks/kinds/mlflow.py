@@ -9,8 +9,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from bot.runbooks.kinds.base import LintFacts, Observation, Problem, Step, StepError, StepIO, StepSpec, Text, \
-    Value, rule, text
+from bot.runbooks.kinds.base import (
+    LintFacts,
+    Observation,
+    Problem,
+    Step,
+    StepError,
+    StepIO,
+    StepSpec,
+    Text,
+    Value,
+    as_text,
+    rule,
+)
 from bot.runbooks.registry import AliasMoved, ModelRegistry, iso_from_millis
 
 if TYPE_CHECKING:
@@ -58,12 +69,12 @@ class MlflowStep(StepSpec):
             raise StepError(f"max_results: expected a number, got {spec.get('max_results')!r}") from None
         expected = spec.get("expect_version")
         return RegistryAction(base_url=context.mlflow_uri, action=spec["action"],
-                              model=text(spec["model"], "model"),
-                              alias=text(spec.get("alias") or DEFAULT_ALIAS, "alias"),
-                              version=None if version is None else text(version, "version"),
+                              model=as_text(spec["model"], "model"),
+                              alias=as_text(spec.get("alias") or DEFAULT_ALIAS, "alias"),
+                              version=None if version is None else as_text(version, "version"),
                               max_results=max_results,
                               expected=None if expected is None or str(expected).strip() in ("", "None")
-                              else text(expected, "expect_version"))
+                              else as_text(expected, "expect_version"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,21 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.runbooks.checks import OPERATORS, compare
-from bot.runbooks.kinds.base import Duration, LintFacts, Observation, Problem, Step, StepError, StepIO, \
-    StepSpec, Text, Value, number, rule, text
+from bot.runbooks.kinds.base import (
+    Duration,
+    LintFacts,
+    Observation,
+    Problem,
+    Step,
+    StepError,
+    StepIO,
+    StepSpec,
+    Text,
+    Value,
+    as_number,
+    as_text,
+    rule,
+)
 from bot.runbooks.templates import Pending, unfiltered_alert_values
 
 if TYPE_CHECKING:
@@ -70,9 +83,9 @@ class PrometheusStep(StepSpec):
         if not base_url:
             raise StepError("no Prometheus to ask: set PROMETHEUS_URL or the step's url")
         threshold = spec.get("threshold") or {}
-        return PromQuery(base_url=text(base_url, "url"), query=text(spec["query"], "query"),
+        return PromQuery(base_url=as_text(base_url, "url"), query=as_text(spec["query"], "query"),
                          range_s=spec.get("range"), step_s=spec.get("step", 60.0), op=threshold.get("op"),
-                         threshold=number(threshold["value"], "threshold.value") if threshold else None)
+                         threshold=as_number(threshold["value"], "threshold.value") if threshold else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ _CALLABLE = re.compile(CALLABLE)
 
 class PythonStep(StepSpec):
     kind: Literal["python"]
-    callable: Annotated[str, rule(lambda v: isinstance(v, str) and bool(_CALLABLE.match(v)),
-                                  lambda v: f"must be 'package.module:function' (not a template), got {v!r}"),
-                        Field(pattern=CALLABLE)]
+    callable: Annotated[str, Field(pattern=CALLABLE),
+                        rule(lambda v: isinstance(v, str) and bool(_CALLABLE.match(v)),
+                             lambda v: f"must be 'package.module:function' (not a template), got {v!r}")]
     args: Annotated[dict[str, Any], rule(lambda v: isinstance(v, dict),
                                          "must be a mapping of argument name to value")] = {}
 
