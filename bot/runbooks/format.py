@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -78,19 +79,23 @@ SourceName = Annotated[str | None, rule(lambda v: v is None or isinstance(v, str
 class ParamSpec(BaseModel):
     """A param as written: where its value comes from and what it must look like."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     type: Annotated[Literal["string", "int", "float", "bool"], rule(
         lambda v: v in PARAM_TYPES, lambda v: f"must be one of {', '.join(PARAM_TYPES)}, got {v!r}")] = "string"
-    pattern: Annotated[str | None, BeforeValidator(_regex)] = None  # the whole value must match
+    pattern: Annotated[str | None, BeforeValidator(_regex)] = None
+    """A regular expression the whole value must match, whoever gives it."""
     default: Value = None
     from_label: SourceName = None
+    """The alert label to take the value from."""
     from_annotation: SourceName = None
+    """The alert annotation to take the value from (after the label)."""
     required: Flag = False
+    """Refuse the run when no value is found."""
     description: Annotated[str, BeforeValidator(str)] = ""
 
     @field_validator("default")
     @classmethod
-    def _default_fits(cls, value: Any, info) -> Any:
+    def _default_fits(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None or "type" not in info.data or "pattern" not in info.data:
             return value  # a bad type or pattern is the problem reported
         try:
@@ -108,7 +113,7 @@ MatcherText = Annotated[Any, PlainValidator(_matcher),
 class RunbookSpec(BaseModel):
     """A runbook file as written."""
 
-    model_config = ConfigDict(extra="forbid", title="oncall-bot runbook")
+    model_config = ConfigDict(extra="forbid", title="oncall-bot runbook", use_attribute_docstrings=True)
     version: Annotated[Literal[1], rule(lambda v: v == FORMAT_VERSION and not isinstance(v, bool),
                                         lambda v: f"must be {FORMAT_VERSION}, got {v!r}")]
     name: Annotated[str, Field(pattern=RUNBOOK_NAME),
@@ -117,11 +122,14 @@ class RunbookSpec(BaseModel):
     description: Annotated[str, rule(lambda v: isinstance(v, str), "must be a string")] = ""
     matchers: Annotated[list[MatcherText], rule(lambda v: isinstance(v, list),
                                                 "must be a list of matchers like 'model=\"churn\"'")] = []
-    changes_production: Flag = False  # never run automatically; required with set_alias
+    """The alerts this runbook serves, in Alertmanager syntax; [] = chosen by name only."""
+    changes_production: Flag = False
+    """Never run automatically; required with an mlflow set_alias step."""
     params: Annotated[dict[ParamName, Annotated[ParamSpec, BeforeValidator(_param_mapping)]],
                       rule(lambda v: isinstance(v, dict), "must be a mapping of name to {type, default, ...}"),
                       Field(json_schema_extra={"additionalProperties": False})] = {}
     timeout: Duration = DEFAULT_RUN_TIMEOUT
+    """The whole run: 30s, 5m, 1h or seconds (default 10m)."""
     steps: Annotated[list[AnyStep], rule(lambda v: isinstance(v, list) and bool(v),
                                          "must be a non-empty list of steps"), Field(min_length=1)]
 

@@ -84,14 +84,17 @@ Value = Annotated[Any, WithJsonSchema({})]
 class StepSpec(BaseModel):
     """The fields every step has; a kind adds its own and a `kind: Literal[...]`."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
     BASE_FIELDS: ClassVar[frozenset[str]] = frozenset({"name", "kind", "timeout", "stop_on_failure"})
     literal_fields: ClassVar[tuple[str, ...]] = ()  # durations and inner steps: not templates
     nestable: ClassVar[bool] = True  # may be wait_until's inner step
 
     name: Identifier
+    """Unique in the runbook; later templates read this step's values as steps.NAME.KEY."""
     timeout: Duration = DEFAULT_STEP_TIMEOUT
+    """30s, 5m, 1h or seconds (default 30s)."""
     stop_on_failure: Flag = False
+    """When this step fails, skip the rest (default: record it and go on)."""
 
     @classmethod
     def fields(cls) -> list[str]:

@@ -57,8 +57,11 @@ EnvNames = Annotated[list[str], rule(
 class CommandStep(StepSpec):
     kind: Literal["command"]
     argv: Argv
+    """The program (written literally) and its arguments, one item each; no shell."""
     env_allow: EnvNames = []
+    """Environment variables passed on besides PATH."""
     allow_options: Flag = False
+    """Let a rendered value start with '-' (it would be read as an option)."""
 
     @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,

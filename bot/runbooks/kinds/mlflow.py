@@ -38,10 +38,14 @@ class MlflowStep(StepSpec):
     action: Annotated[str, rule(lambda v: v in ACTIONS, lambda v: f"must be one of {', '.join(ACTIONS)}, got {v!r}"),
                       Field(json_schema_extra={"enum": list(ACTIONS)})]
     model: Text
-    alias: Text = None  # default champion
-    version: Value = None  # set_alias: the version to serve
-    expect_version: Value = None  # set_alias: only from this version (re-read just before)
-    max_results: Value = None  # list_versions (default 10)
+    alias: Text = None
+    """Default champion."""
+    version: Value = None
+    """set_alias: the version the alias is to serve."""
+    expect_version: Value = None
+    """set_alias: move only while the alias still serves this version (re-read just before)."""
+    max_results: Value = None
+    """list_versions: how many (default 10)."""
 
     @model_validator(mode="after")
     def _fields_the_action_needs(self) -> MlflowStep:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bot.runbooks.checks import OPERATORS, compare
 from bot.runbooks.kinds.base import (
@@ -58,13 +58,17 @@ class PrometheusStep(StepSpec):
     kind: Literal["prometheus"]
     query: Text
     range: Duration | None = None
-    step: Duration | None = None  # resolution of a range query (default 1m)
-    url: Text = None  # default PROMETHEUS_URL
+    """Makes it a range query over this long, ending now."""
+    step: Duration | None = None
+    """The resolution of a range query (default 1m)."""
+    url: Text = None
+    """The Prometheus to ask (default PROMETHEUS_URL)."""
     threshold: Threshold | None = None
+    """Passes when the max over every series and sample satisfies it."""
 
     @field_validator("step")
     @classmethod
-    def _only_with_range(cls, value: float | None, info) -> float | None:
+    def _only_with_range(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and "range" in info.data and info.data["range"] is None:
             raise Problem("only for range queries (set range too)")
         return value
