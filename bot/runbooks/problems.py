@@ -67,9 +67,9 @@ def _walk(loc: tuple[Any, ...], data: Any, runbook: type[BaseModel],
             owner = BY_KIND[part]
             continue
         owner_of_last = owner
-        if isinstance(part, int):
+        if isinstance(part, int) and isinstance(node, list):
             key += f"[{part}]"
-            node = node[part] if isinstance(node, list) and -len(node) <= part < len(node) else None
+            node = node[part] if -len(node) <= part < len(node) else None
         else:
             key = _join(key, f".{part}")
             node = node.get(part) if isinstance(node, Mapping) else None
@@ -111,7 +111,8 @@ def whole_runbook(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 
 def _step(raw: Any, key: str, declared: set[str], earlier: set[str],
           facts: LintFacts) -> Iterator[tuple[str, str]]:
-    kind = BY_KIND.get(raw.get("kind")) if isinstance(raw, Mapping) else None
+    name = raw.get("kind") if isinstance(raw, Mapping) else None
+    kind = BY_KIND.get(name) if isinstance(name, str) else None
     if kind is None:
         return  # reported by validation
     fields = {name: value for name, value in raw.items()

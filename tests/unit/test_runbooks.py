@@ -110,6 +110,22 @@ def run_sync(runbook, params=None, **kwargs):
      "bad.yaml: steps[0].step.message: param 'p' is not declared"),
     ("- not a mapping", "bad.yaml: (file): a runbook is a mapping"),
     ("version: 1\nname: x\nsteps: [{name: a, kind: note, message: m}]\nmatcher: []", "bad.yaml: matcher: unknown key"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: [note], message: m}]", "bad.yaml: steps[0].kind: unknown step kind ['note']"),
+    ("version: 1\nname: x\nsteps: [{name: w, kind: wait_until}]", "bad.yaml: steps[0].step: required for a wait_until step"),
+    ("version: 1\nname: x\nsteps: [{name: w, kind: wait_until, step: {name: i, kind: http}}]",
+     "bad.yaml: steps[0].step.url: required for a http step"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: http, url: 'http://x', checks: [{path: $.a}]}]",
+     "bad.yaml: steps[0].checks[0].value: required with op '=='"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: http, url: 'http://x', body: {}}]",
+     "bad.yaml: steps[0].body: unknown field for a http step (expected checks, extract, headers, json, "),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: prometheus, query: up, step: 1m}]",
+     "bad.yaml: steps[0].step: only for range queries"),
+    ("version: 1\nname: x\nparams: {n: {colour: red}}\nsteps: [{name: a, kind: note, message: m}]",
+     "bad.yaml: params.n.colour: unknown key (expected one of default, description, "),
+    ("version: 1\nname: x\nparams: {1: {}}\nsteps: [{name: a, kind: note, message: m}]",
+     "bad.yaml: params.1: param names are identifiers"),
+    ("version: 1\nname: x\nsteps: [3]", "bad.yaml: steps[0]: a step is a mapping"),
+    ("version: 1\nname: x", "bad.yaml: steps: required"),
 ])
 def test_invalid_runbook_names_file_and_key(tmp_path, text, expected):
     problems = problems_of(tmp_path, text)
