@@ -1,4 +1,4 @@
-"""What every step kind shares: the fields of a step, the values types that carry
+"""What every step kind shares: the fields of a step, the value types that carry
 their own lint messages, and what a prepared action returns.
 
 A kind is a pydantic model (its schema, validated at load) with a `prepare`
@@ -74,7 +74,7 @@ Duration = Annotated[float, BeforeValidator(_seconds), WithJsonSchema({"anyOf": 
     {"type": "number", "exclusiveMinimum": 0},
     {"type": "string", "pattern": r"^\s*([0-9]+[smhdwSMHDW])+\s*$"}]})]
 Flag = Annotated[bool, rule(lambda v: isinstance(v, bool), "must be true or false")]
-Identifier = Annotated[str, Field(pattern=IDENTIFIER),
+StepName = Annotated[str, Field(pattern=IDENTIFIER),
                        rule(is_identifier, lambda v: f"step names are identifiers (letters, digits, _), got {v!r}")]
 # Written as text, possibly a template; not type-checked at load (rendered values are checked when prepared).
 Text = Annotated[Any, WithJsonSchema({"type": "string"})]
@@ -89,7 +89,7 @@ class StepSpec(BaseModel):
     literal_fields: ClassVar[tuple[str, ...]] = ()  # durations and inner steps: not templates
     nestable: ClassVar[bool] = True  # may be wait_until's inner step
 
-    name: Identifier
+    name: StepName
     """Unique in the runbook; later templates read this step's values as steps.NAME.KEY."""
     timeout: Duration = DEFAULT_STEP_TIMEOUT
     """30s, 5m, 1h or seconds (default 30s)."""
