@@ -1,4 +1,4 @@
-"""`oncall-bot runbook list|lint|run`: the runbooks from the command line.
+"""`oncall-bot runbook list|lint|run|schema`: the runbooks from the command line.
 
 `register(subparsers)` adds the commands to oncall-bot's parser; `python -m
 bot.cli_runbooks` runs them on their own. Runs take PROMETHEUS_URL and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from bot.runbooks import (
     resolve_params,
     run,
 )
+from bot.runbooks.format import json_schema
 
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
@@ -51,6 +53,11 @@ def _lint(_settings: Any, args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
     print(f"{len(load_runbooks(args.dir))} runbook(s) in {args.dir}: no problems")
+    return 0
+
+
+def _schema(_settings: Any, _args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
     return 0
 
 
@@ -83,9 +90,9 @@ def _run(_settings: Any, args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `runbook list|lint|run` to a parser's subcommands; each sets `run(settings, args)`."""
+    """Add `runbook list|lint|run|schema` to a parser's subcommands; each sets `run(settings, args)`."""
     default_dir = os.environ.get("ONCALL_RUNBOOKS", "runbooks")
-    runbook = subparsers.add_parser("runbook", aliases=["runbooks"], help="runbooks: list, lint, run")
+    runbook = subparsers.add_parser("runbook", aliases=["runbooks"], help="runbooks: list, lint, run, schema")
     commands = runbook.add_subparsers(dest="runbook_command", required=True)
     for name, handler, text in (("list", _list, "the runbooks and the alerts they serve"),
                                 ("lint", _lint, "every problem in the runbooks (exit 1 if any)"),
@@ -102,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             command.add_argument("--annotation", action="append", default=[], metavar="name=value")
             command.add_argument("--dry-run", action="store_true", help="render and validate, run nothing")
             command.add_argument("--yes", action="store_true", help="allow a runbook that changes production")
+    commands.add_parser("schema", help="the JSON Schema of a runbook file, for editors").set_defaults(run=_schema)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

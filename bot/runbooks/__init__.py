@@ -1,7 +1,7 @@
 """Runbooks: diagnostics and rollbacks as YAML (runbooks/*.yaml), loaded, linted and run.
 
 The format is documented in runbooks/README.md. Loading and selection are pure;
-running does its I/O in the step executors (bot/runbooks/steps.py), and fetches only
+running does its I/O in the step kinds' executors (bot/runbooks/kinds/), and fetches only
 through the run's guarded client (bot/runbooks/fetch.py).
 """
 

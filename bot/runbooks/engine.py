@@ -16,10 +16,10 @@ from bot.adapters.tls import client_ssl_context
 from bot.domain.matchers import match_all
 from bot.runbooks.context import RunContext
 from bot.runbooks.fetch import Fetcher, FetchError, FetchRefused, HostPolicy
-from bot.runbooks.format import Runbook, RunbookError, Step, coerce
+from bot.runbooks.format import Runbook, RunbookError, coerce
+from bot.runbooks.kinds.base import Observation, Step, StepError, StepIO
 from bot.runbooks.outcomes import RunResult, StepOutcome, cap, redact, run_status, secrets_from_environment
 from bot.runbooks.registry import RegistryError
-from bot.runbooks.steps import Observation, StepError, StepIO, prepare
 from bot.runbooks.templates import Pending, TemplateFailure, literal_prefix, render_value
 
 OnStep = Callable[[int, StepOutcome], Awaitable[None]]
@@ -133,7 +133,7 @@ def literal_urls(runbook: Runbook) -> list[str]:
     fields, wait_until's inner steps included: `https://models.internal/{{ params.model }}`
     counts, `{{ params.endpoint_url }}` does not."""
     found = []
-    steps = [*runbook.steps, *(s.spec["step"] for s in runbook.steps if s.kind == "wait_until")]
+    steps = [*runbook.steps, *(inner for s in runbook.steps for inner in s.spec.values() if isinstance(inner, Step))]
     for step in steps:
         url = step.spec.get("url")
         if isinstance(url, str) and (prefix := literal_prefix(url)) is not None:
@@ -145,7 +145,7 @@ async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], bud
                 dry_run: bool) -> Observation:
     try:
         spec = render_value(step.spec, template_context)
-        action = prepare(step, spec, io.context, template_context)
+        action = step.prepare(spec, io.context, template_context)
         if dry_run:
             return Observation("skipped", f"would run: {action.describe()}", {})
         limit = budget + _WAIT_GRACE_S if step.kind == "wait_until" else budget

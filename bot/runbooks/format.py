@@ -1,57 +1,137 @@
-"""The runbook file format: parse and validate runbooks/*.yaml into frozen values.
+"""The runbook file format: runbooks/*.yaml parsed into frozen values, through the
+pydantic models below (the step kinds are in bot/runbooks/kinds/).
 
 Everything that can be checked without running is checked at load, so a broken
 runbook is refused when the bot starts (or by `oncall-bot runbook lint` in CI), never
 half-way through an incident: field types, step kinds and their fields, durations,
 matchers, and every template's syntax and references. Each problem names the file
-and the key, e.g. `runbooks/x.yaml: steps[2].threshold.op: ...`.
+and the key, e.g. `runbooks/x.yaml: steps[2].threshold.op: ...`. The same models give
+the JSON Schema editors use (`oncall-bot runbook schema`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
-from bot.domain.durations import parse_duration
 from bot.domain.matchers import Matcher, MatcherError
-from bot.runbooks.checks import CHECK_OPERATORS, OPERATORS, PathError, parse_path
-from bot.runbooks.templates import is_template, template_problems, template_strings, unfiltered_alert_values
+from bot.runbooks.kinds import AnyStep
+from bot.runbooks.kinds.base import IDENTIFIER, Duration, Flag, Problem, Step, StepSpec, Value, is_identifier, rule
+from bot.runbooks.problems import from_validation, whole_runbook
 
 FORMAT_VERSION = 1
 PARAM_TYPES = ("string", "int", "float", "bool")
-MLFLOW_ACTIONS = {  # action -> fields it needs besides `model`
-    "get_alias": (), "list_versions": (), "set_alias": ("version",), "what_changed": (),
-}
-# kind -> (required fields, optional fields), besides name/kind/timeout/stop_on_failure
-STEP_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "http": (frozenset({"url"}), frozenset({"method", "headers", "json", "status", "checks", "extract"})),
-    "prometheus": (frozenset({"query"}), frozenset({"range", "step", "url", "threshold"})),
-    "command": (frozenset({"argv"}), frozenset({"env_allow", "allow_options"})),
-    "python": (frozenset({"callable"}), frozenset({"args"})),
-    "mlflow": (frozenset({"action", "model"}),
-               frozenset({"alias", "version", "expect_version", "max_results"})),
-    "wait_until": (frozenset({"step"}), frozenset({"interval"})),
-    "note": (frozenset({"message"}), frozenset()),
-}
-DURATION_FIELDS = {"prometheus": ("range", "step"), "wait_until": ("interval",)}  # literal, not templates
-DEFAULT_STEP_TIMEOUT = 30.0
 DEFAULT_RUN_TIMEOUT = 600.0
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RUNBOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_RUNBOOK_KEYS = {"version", "name", "description", "matchers", "changes_production", "params",
-                 "timeout", "steps"}
-_PARAM_KEYS = {"type", "default", "from_label", "from_annotation", "required", "description",
-               "pattern"}
+RUNBOOK_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+_RUNBOOK_NAME = re.compile(RUNBOOK_NAME)
 
 
 class RunbookError(ValueError):
     """A runbook that cannot be loaded or run as asked; the message names the file and key."""
+
+
+def _regex(value: Any) -> Any:
+    if value is None:
+        return value
+    try:
+        if not isinstance(value, str):
+            raise re.error("must be a string")
+        re.compile(value)
+    except re.error as exc:
+        raise Problem(f"not a regular expression: {exc}") from None
+    return value
+
+
+def _matcher(value: Any) -> Matcher:
+    try:
+        return Matcher.parse(str(value))
+    except MatcherError as exc:
+        raise Problem(str(exc)) from None
+
+
+def _param_mapping(value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Problem("must be a mapping with type, default, from_label, ...")
+    return value
+
+
+SourceName = Annotated[str | None, rule(lambda v: v is None or isinstance(v, str),
+                                        "must be a label or annotation name")]
+
+
+class ParamSpec(BaseModel):
+    """A param as written: where its value comes from and what it must look like."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    type: Annotated[Literal["string", "int", "float", "bool"], rule(
+        lambda v: v in PARAM_TYPES, lambda v: f"must be one of {', '.join(PARAM_TYPES)}, got {v!r}")] = "string"
+    pattern: Annotated[str | None, BeforeValidator(_regex)] = None
+    """A regular expression the whole value must match, whoever gives it."""
+    default: Value = None
+    from_label: SourceName = None
+    """The alert label to take the value from."""
+    from_annotation: SourceName = None
+    """The alert annotation to take the value from (after the label)."""
+    required: Flag = False
+    """Refuse the run when no value is found."""
+    description: Annotated[str, BeforeValidator(str)] = ""
+
+    @field_validator("default")
+    @classmethod
+    def _default_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or "type" not in info.data or "pattern" not in info.data:
+            return value  # a bad type or pattern is the problem reported
+        try:
+            return coerce(value, info.data["type"], info.data["pattern"])
+        except ValueError as exc:
+            raise Problem(str(exc)) from None
+
+
+ParamName = Annotated[str, Field(pattern=IDENTIFIER),
+                      rule(is_identifier, "param names are identifiers (letters, digits, _)")]
+MatcherText = Annotated[Any, PlainValidator(_matcher),
+                        WithJsonSchema({"type": "string", "description": 'Alertmanager syntax: model="churn"'})]
+
+
+class RunbookSpec(BaseModel):
+    """A runbook file as written."""
+
+    model_config = ConfigDict(extra="forbid", title="oncall-bot runbook", use_attribute_docstrings=True)
+    version: Annotated[Literal[1], rule(lambda v: v == FORMAT_VERSION and not isinstance(v, bool),
+                                        lambda v: f"must be {FORMAT_VERSION}, got {v!r}")]
+    name: Annotated[str, Field(pattern=RUNBOOK_NAME),
+                    rule(lambda v: isinstance(v, str) and bool(_RUNBOOK_NAME.match(v)),
+                         lambda v: f"must be lower-case letters, digits, - or _, got {v!r}")]
+    description: Annotated[str, rule(lambda v: isinstance(v, str), "must be a string")] = ""
+    matchers: Annotated[list[MatcherText], rule(lambda v: isinstance(v, list),
+                                                "must be a list of matchers like 'model=\"churn\"'")] = []
+    """The alerts this runbook serves, in Alertmanager syntax; [] = chosen by name only."""
+    changes_production: Flag = False
+    """Never run automatically; required with an mlflow set_alias step."""
+    params: Annotated[dict[ParamName, Annotated[ParamSpec, BeforeValidator(_param_mapping)]],
+                      rule(lambda v: isinstance(v, dict), "must be a mapping of name to {type, default, ...}"),
+                      Field(json_schema_extra={"additionalProperties": False})] = {}
+    timeout: Duration = DEFAULT_RUN_TIMEOUT
+    """The whole run: 30s, 5m, 1h or seconds (default 10m)."""
+    steps: Annotated[list[AnyStep], rule(lambda v: isinstance(v, list) and bool(v),
+                                         "must be a non-empty list of steps"), Field(min_length=1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +147,6 @@ class Param:
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """One step; `spec` holds its kind-specific fields, templates not yet rendered."""
-
-    name: str
-    kind: str
-    timeout: float
-    stop_on_failure: bool
-    spec: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class Runbook:
     name: str
     description: str
@@ -89,13 +158,10 @@ class Runbook:
     source: str = ""
 
 
-@dataclass
-class _Problems:
-    source: str
-    found: list[str] = field(default_factory=list)
-
-    def add(self, key: str, message: str) -> None:
-        self.found.append(f"{self.source}: {key}: {message}")
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a runbook file, for editors (YAML language servers)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **RunbookSpec.model_json_schema(mode="validation")}
 
 
 def load_runbooks(directory: str | Path) -> dict[str, Runbook]:
@@ -116,10 +182,9 @@ def lint(directory: str | Path) -> list[str]:
 
 def parse_runbook(data: Any, source: str) -> Runbook:
     """One runbook from decoded YAML; raises RunbookError listing its problems."""
-    problems = _Problems(source)
-    runbook = _parse(data, problems)
-    if problems.found or runbook is None:
-        raise RunbookError("\n".join(problems.found))
+    runbook, problems = _parse(data, source)
+    if problems or runbook is None:
+        raise RunbookError("\n".join(problems))
     return runbook
 
 
@@ -130,16 +195,14 @@ def _load(directory: Path) -> tuple[dict[str, Runbook], list[str]]:
     problems: list[str] = []
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     for path in files:
-        found = _Problems(str(path))
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            found.add("(file)", f"cannot read YAML: {exc}")
-            problems.extend(found.found)
+            problems.append(f"{path}: (file): cannot read YAML: {exc}")
             continue
-        runbook = _parse(data, found)
-        problems.extend(found.found)
-        if runbook is None or found.found:
+        runbook, found = _parse(data, str(path))
+        problems.extend(found)
+        if runbook is None or found:
             continue
         if runbook.name in runbooks:
             problems.append(f"{path}: name: runbook {runbook.name!r} is also defined in "
@@ -149,117 +212,39 @@ def _load(directory: Path) -> tuple[dict[str, Runbook], list[str]]:
     return runbooks, problems
 
 
-def _parse(data: Any, problems: _Problems) -> Runbook | None:
+def _parse(data: Any, source: str) -> tuple[Runbook | None, list[str]]:
+    """The runbook and every problem found (`source: key: problem`)."""
     if not isinstance(data, dict):
-        problems.add("(file)", "a runbook is a mapping with version, name, steps, ...")
-        return None
-    for key in sorted(set(data) - _RUNBOOK_KEYS):
-        problems.add(key, f"unknown key (expected one of {', '.join(sorted(_RUNBOOK_KEYS))})")
-    if data.get("version") != FORMAT_VERSION:
-        problems.add("version", f"must be {FORMAT_VERSION}, got {data.get('version')!r}")
-    name = data.get("name")
-    if not isinstance(name, str) or not _RUNBOOK_NAME.match(name):
-        problems.add("name", f"must be lower-case letters, digits, - or _, got {name!r}")
-        name = "?"
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        problems.add("description", "must be a string")
-    matchers = _matchers(data.get("matchers", []), problems)
-    changes_production = data.get("changes_production", False)
-    if not isinstance(changes_production, bool):
-        problems.add("changes_production", "must be true or false")
-    params = _params(data.get("params", {}), problems)
-    timeout = _duration(data.get("timeout", DEFAULT_RUN_TIMEOUT), "timeout", problems)
-    steps = _steps(data.get("steps"), {p.name for p in params}, problems)
-    _hostile_input_checks(data.get("steps"), params, changes_production is True, problems)
-    return Runbook(name=name, description=description if isinstance(description, str) else "",
-                   matchers=matchers, changes_production=changes_production is True,
-                   params=params, timeout=timeout, steps=steps, source=problems.source)
+        return None, [f"{source}: (file): a runbook is a mapping with version, name, steps, ..."]
+    found: list[tuple[str, str]] = []
+    spec = None
+    try:
+        spec = RunbookSpec.model_validate(data)
+    except ValidationError as exc:
+        found.extend(from_validation(exc, data, RunbookSpec, ParamSpec))
+    found.extend(whole_runbook(data))
+    problems = [f"{source}: {key}: {message}" for key, message in found]
+    if spec is None or problems:
+        return None, problems
+    params = tuple(Param(name=name, type=param.type, default=param.default, from_label=param.from_label,
+                         from_annotation=param.from_annotation, required=param.required,
+                         description=param.description, pattern=param.pattern)
+                   for name, param in spec.params.items())
+    return Runbook(name=spec.name, description=spec.description, matchers=tuple(spec.matchers),
+                   changes_production=spec.changes_production, params=params, timeout=spec.timeout,
+                   steps=tuple(_step(step, raw) for step, raw in zip(spec.steps, data["steps"], strict=True)),
+                   source=source), []
 
 
-def _hostile_input_checks(raw_steps: Any, params: tuple[Param, ...], changes_production: bool,
-                          problems: _Problems) -> None:
-    """Rules against alert data steering a run: values from labels and annotations go
-    into PromQL only through promql_string/promql_duration, and a runbook that moves
-    an alias says it changes production (so it never runs by itself)."""
-    if not isinstance(raw_steps, list):
-        return
-    tainted = {p.name for p in params if p.from_label or p.from_annotation}
-    for index, raw in enumerate(raw_steps):
-        if not isinstance(raw, dict):
-            continue
-        for key, step in ((f"steps[{index}]", raw), (f"steps[{index}].step", raw.get("step"))):
-            if not isinstance(step, dict):
-                continue
-            if step.get("kind") == "prometheus" and isinstance(step.get("query"), str):
-                for value in unfiltered_alert_values(step["query"], tainted):
-                    problems.add(f"{key}.query", f"{value} comes from the alert: splice it with "
-                                                 "| promql_string (inside a selector) or | promql_duration "
-                                                 "(inside [...])")
-            if step.get("kind") == "mlflow" and step.get("action") == "set_alias" and not changes_production:
-                problems.add(f"{key}.action", "set_alias changes production: the runbook must declare "
-                                              "changes_production: true")
-
-
-def _matchers(raw: Any, problems: _Problems) -> tuple[Matcher, ...]:
-    if not isinstance(raw, list):
-        problems.add("matchers", "must be a list of matchers like 'model=\"churn\"'")
-        return ()
-    parsed = []
-    for index, text in enumerate(raw):
-        try:
-            parsed.append(Matcher.parse(str(text)))
-        except MatcherError as exc:
-            problems.add(f"matchers[{index}]", str(exc))
-    return tuple(parsed)
-
-
-def _params(raw: Any, problems: _Problems) -> tuple[Param, ...]:
-    if not isinstance(raw, dict):
-        problems.add("params", "must be a mapping of name to {type, default, ...}")
-        return ()
-    params = []
-    for name, spec in raw.items():
-        key = f"params.{name}"
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.add(key, "param names are identifiers (letters, digits, _)")
-            continue
-        spec = {} if spec is None else spec
-        if not isinstance(spec, dict):
-            problems.add(key, "must be a mapping with type, default, from_label, ...")
-            continue
-        for unknown in sorted(set(spec) - _PARAM_KEYS):
-            problems.add(f"{key}.{unknown}",
-                         f"unknown key (expected one of {', '.join(sorted(_PARAM_KEYS))})")
-        kind = spec.get("type", "string")
-        if kind not in PARAM_TYPES:
-            problems.add(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
-            continue
-        pattern = spec.get("pattern")
-        if pattern is not None:
-            try:
-                if not isinstance(pattern, str):
-                    raise re.error("must be a string")
-                re.compile(pattern)
-            except re.error as exc:
-                problems.add(f"{key}.pattern", f"not a regular expression: {exc}")
-                continue
-        default = spec.get("default")
-        if default is not None:
-            try:
-                default = coerce(default, kind, pattern)
-            except ValueError as exc:
-                problems.add(f"{key}.default", str(exc))
-        for source_key in ("from_label", "from_annotation"):
-            if spec.get(source_key) is not None and not isinstance(spec[source_key], str):
-                problems.add(f"{key}.{source_key}", "must be a label or annotation name")
-        if not isinstance(spec.get("required", False), bool):
-            problems.add(f"{key}.required", "must be true or false")
-        params.append(Param(name=name, type=kind, default=default,
-                            from_label=spec.get("from_label"), from_annotation=spec.get("from_annotation"),
-                            required=spec.get("required") is True,
-                            description=str(spec.get("description", "")), pattern=pattern))
-    return tuple(params)
+def _step(model: StepSpec, raw: dict[str, Any]) -> Step:
+    """The loaded step: its fields as written, with durations in seconds and inner steps loaded."""
+    spec = {name: value for name, value in raw.items() if name not in StepSpec.BASE_FIELDS}
+    for name in type(model).literal_fields:
+        if name in spec:
+            value = getattr(model, name)
+            spec[name] = _step(value, raw[name]) if isinstance(value, StepSpec) else value
+    return Step(name=model.name, kind=model.kind, timeout=model.timeout, stop_on_failure=model.stop_on_failure,
+                spec=spec, kind_of=type(model))
 
 
 def coerce(value: Any, kind: str, pattern: str | None = None) -> Any:
@@ -297,157 +282,3 @@ def _shown(value: Any, limit: int = 60) -> str:
     """A value for an error message: someone else wrote it, and it may be long."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _duration(raw: Any, key: str, problems: _Problems) -> float:
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            seconds = parse_duration(raw).total_seconds()
-            if seconds > 0:
-                return seconds
-        except ValueError:
-            pass
-    problems.add(key, f"must be a positive duration like 30s, 5m or 1h (or seconds), got {raw!r}")
-    return DEFAULT_STEP_TIMEOUT
-
-
-def _steps(raw: Any, params: set[str], problems: _Problems) -> tuple[Step, ...]:
-    if not isinstance(raw, list) or not raw:
-        problems.add("steps", "must be a non-empty list of steps")
-        return ()
-    steps: list[Step] = []
-    seen: set[str] = set()
-    for index, item in enumerate(raw):
-        step = _step(item, f"steps[{index}]", params, seen, problems, nested=False)
-        if step is not None:
-            if step.name in seen:
-                problems.add(f"steps[{index}].name", f"duplicate step name {step.name!r}")
-            seen.add(step.name)
-            steps.append(step)
-    return tuple(steps)
-
-
-def _step(raw: Any, key: str, params: set[str], earlier: set[str], problems: _Problems,
-          *, nested: bool) -> Step | None:
-    if not isinstance(raw, dict):
-        problems.add(key, "a step is a mapping with name, kind and its fields")
-        return None
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        problems.add(f"{key}.name", f"step names are identifiers (letters, digits, _), got {name!r}")
-        name = "?"
-    kind = raw.get("kind")
-    if kind not in STEP_FIELDS or (nested and kind == "wait_until"):
-        allowed = [k for k in STEP_FIELDS if not (nested and k == "wait_until")]
-        problems.add(f"{key}.kind", f"unknown step kind {kind!r} (expected one of {', '.join(allowed)})")
-        return None
-    required, optional = STEP_FIELDS[kind]
-    spec = {k: v for k, v in raw.items() if k not in ("name", "kind", "timeout", "stop_on_failure")}
-    for missing in sorted(required - set(spec)):
-        problems.add(f"{key}.{missing}", f"required for a {kind} step")
-    for unknown in sorted(set(spec) - required - optional):
-        problems.add(f"{key}.{unknown}", f"unknown field for a {kind} step "
-                                          f"(expected {', '.join(sorted(required | optional))})")
-    stop_on_failure = raw.get("stop_on_failure", False)
-    if not isinstance(stop_on_failure, bool):
-        problems.add(f"{key}.stop_on_failure", "must be true or false")
-    timeout = _duration(raw.get("timeout", DEFAULT_STEP_TIMEOUT), f"{key}.timeout", problems)
-    for duration_key in DURATION_FIELDS.get(kind, ()):
-        if duration_key in spec:
-            spec[duration_key] = _duration(spec[duration_key], f"{key}.{duration_key}", problems)
-    _kind_checks(kind, spec, key, params, earlier, problems)
-    for where, text in template_strings({k: v for k, v in spec.items() if not isinstance(v, Step)}, key):
-        for problem in template_problems(text, params=params, earlier_steps=earlier):
-            problems.add(where, problem)
-    return Step(name=name, kind=kind, timeout=timeout, stop_on_failure=stop_on_failure is True, spec=spec)
-
-
-def _kind_checks(kind: str, spec: dict[str, Any], key: str, params: set[str], earlier: set[str],
-                 problems: _Problems) -> None:
-    """Shape of kind-specific fields that are not templates (templates are checked when rendered)."""
-    def literal(name: str) -> Any:
-        value = spec.get(name)
-        return None if isinstance(value, str) and is_template(value) else value
-
-    if kind == "http":
-        if "headers" in spec and not isinstance(spec["headers"], dict):
-            problems.add(f"{key}.headers", "must be a mapping of header to value")
-        status = literal("status")
-        if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
-            problems.add(f"{key}.status", f"must be an HTTP status code, got {status!r}")
-        if "extract" in spec:
-            if not isinstance(spec["extract"], dict):
-                problems.add(f"{key}.extract", "must map value names to JSON paths")
-            else:
-                for value_name, path in spec["extract"].items():
-                    _check_path(path, f"{key}.extract.{value_name}", problems)
-        checks = spec.get("checks", [])
-        if not isinstance(checks, list):
-            problems.add(f"{key}.checks", "must be a list of {path, op, value}")
-            return
-        for index, check in enumerate(checks):
-            where = f"{key}.checks[{index}]"
-            if not isinstance(check, dict) or "path" not in check:
-                problems.add(where, "a check is {path, op, value}")
-                continue
-            _check_path(check["path"], f"{where}.path", problems)
-            op = check.get("op", "==")
-            if op not in CHECK_OPERATORS:
-                problems.add(f"{where}.op", f"must be one of {', '.join(CHECK_OPERATORS)}, got {op!r}")
-            elif op not in ("exists", "absent") and "value" not in check:
-                problems.add(f"{where}.value", f"required with op {op!r}")
-    elif kind == "prometheus":
-        threshold = spec.get("threshold")
-        if threshold is not None:
-            if not isinstance(threshold, dict) or "op" not in threshold or "value" not in threshold:
-                problems.add(f"{key}.threshold", "must be {op, value}")
-            elif threshold["op"] not in OPERATORS:
-                problems.add(f"{key}.threshold.op", f"must be one of {', '.join(OPERATORS)}, "
-                                                   f"got {threshold['op']!r}")
-        if "step" in spec and "range" not in spec:
-            problems.add(f"{key}.step", "only for range queries (set range too)")
-    elif kind == "command":
-        argv = spec.get("argv")
-        if not isinstance(argv, list) or not argv or \
-                not all(isinstance(item, str | int | float) for item in argv):
-            problems.add(f"{key}.argv",
-                         "must be a non-empty list of strings (no shell: one item per argument)")
-        if isinstance(argv, list) and argv and isinstance(argv[0], str) and is_template(argv[0]):
-            problems.add(f"{key}.argv[0]", "the program must be written literally, not a template")
-        if not isinstance(spec.get("allow_options", False), bool):
-            problems.add(f"{key}.allow_options", "must be true or false")
-        env_allow = spec.get("env_allow", [])
-        if not isinstance(env_allow, list) or \
-                not all(isinstance(n, str) and _NAME.match(n) for n in env_allow):
-            problems.add(f"{key}.env_allow", "must be a list of environment variable names")
-    elif kind == "python":
-        target = spec.get("callable")
-        if not isinstance(target, str) or not _CALLABLE.match(target):
-            problems.add(f"{key}.callable",
-                         f"must be 'package.module:function' (not a template), got {target!r}")
-        if "args" in spec and not isinstance(spec["args"], dict):
-            problems.add(f"{key}.args", "must be a mapping of argument name to value")
-    elif kind == "mlflow":
-        action = spec.get("action")
-        if action not in MLFLOW_ACTIONS:
-            problems.add(f"{key}.action", f"must be one of {', '.join(MLFLOW_ACTIONS)}, got {action!r}")
-        else:
-            for needed in MLFLOW_ACTIONS[action]:
-                if needed not in spec:
-                    problems.add(f"{key}.{needed}", f"required for mlflow action {action}")
-    elif kind == "wait_until":
-        inner = _step(spec.get("step"), f"{key}.step", params, earlier, problems, nested=True)
-        if inner is not None:
-            spec["step"] = inner
-
-
-def _check_path(path: Any, key: str, problems: _Problems) -> None:
-    if not isinstance(path, str):
-        problems.add(key, "must be a JSON path like $.a.b[0]")
-        return
-    try:
-        parse_path(path)
-    except PathError as exc:
-        problems.add(key, str(exc))

@@ -5,6 +5,7 @@ fetcher and hostile-input rules (against servers on 127.0.0.1)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import ssl
 import sys
@@ -14,10 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 import trustme
 import yaml
 
+from bot import cli_runbooks
 from bot.runbooks import (
     RunbookError,
     RunContext,
@@ -40,6 +43,7 @@ from bot.runbooks.fetch import (
     refused_address,
     system_resolver,
 )
+from bot.runbooks.format import json_schema
 from bot.runbooks.outcomes import secrets_from_environment
 from bot.runbooks.templates import TemplateFailure, render_value
 from tests.standins._server import Reply, StandIn
@@ -106,6 +110,22 @@ def run_sync(runbook, params=None, **kwargs):
      "bad.yaml: steps[0].step.message: param 'p' is not declared"),
     ("- not a mapping", "bad.yaml: (file): a runbook is a mapping"),
     ("version: 1\nname: x\nsteps: [{name: a, kind: note, message: m}]\nmatcher: []", "bad.yaml: matcher: unknown key"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: [note], message: m}]", "bad.yaml: steps[0].kind: unknown step kind ['note']"),
+    ("version: 1\nname: x\nsteps: [{name: w, kind: wait_until}]", "bad.yaml: steps[0].step: required for a wait_until step"),
+    ("version: 1\nname: x\nsteps: [{name: w, kind: wait_until, step: {name: i, kind: http}}]",
+     "bad.yaml: steps[0].step.url: required for a http step"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: http, url: 'http://x', checks: [{path: $.a}]}]",
+     "bad.yaml: steps[0].checks[0].value: required with op '=='"),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: http, url: 'http://x', body: {}}]",
+     "bad.yaml: steps[0].body: unknown field for a http step (expected checks, extract, headers, json, "),
+    ("version: 1\nname: x\nsteps: [{name: a, kind: prometheus, query: up, step: 1m}]",
+     "bad.yaml: steps[0].step: only for range queries"),
+    ("version: 1\nname: x\nparams: {n: {colour: red}}\nsteps: [{name: a, kind: note, message: m}]",
+     "bad.yaml: params.n.colour: unknown key (expected one of default, description, "),
+    ("version: 1\nname: x\nparams: {1: {}}\nsteps: [{name: a, kind: note, message: m}]",
+     "bad.yaml: params.1: param names are identifiers"),
+    ("version: 1\nname: x\nsteps: [3]", "bad.yaml: steps[0]: a step is a mapping"),
+    ("version: 1\nname: x", "bad.yaml: steps: required"),
 ])
 def test_invalid_runbook_names_file_and_key(tmp_path, text, expected):
     problems = problems_of(tmp_path, text)
@@ -603,3 +623,30 @@ def test_a_rendered_argument_starting_with_a_dash_is_refused_unless_the_step_all
     plain = run_sync(runbook_of(steps=[{"name": "c", "kind": "command", "argv": argv}]),
                      context=RunContext(clock=lambda: NOW, environ={}, labels={"ns": "prod"})).outcomes[0]
     assert plain.status == "passed"
+
+
+# --- the JSON Schema for editors ----------------------------------------------------------
+
+def test_the_json_schema_is_valid_and_every_shipped_runbook_validates_against_it(capsys):
+    assert cli_runbooks.main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    shipped = sorted(SHIPPED.glob("*.yaml"))
+    assert len(shipped) == 6
+    for path in shipped:
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
+
+
+@pytest.mark.parametrize("step", [
+    {"name": "a", "kind": "shell", "message": "m"},
+    {"name": "a", "kind": "note", "message": "m", "colour": "red"},
+    {"name": "a", "kind": "note"},
+    {"name": "a b", "kind": "note", "message": "m"},
+    {"name": "a", "kind": "prometheus", "query": "up", "range": "soon"},
+    {"name": "w", "kind": "wait_until", "step": {"name": "i", "kind": "wait_until", "step": {}}},
+])
+def test_the_json_schema_refuses_what_lint_refuses(tmp_path, step):
+    data = {"version": 1, "name": "x", "steps": [step]}
+    assert problems_of(tmp_path, yaml.safe_dump(data))
+    assert not jsonschema.Draft202012Validator(json_schema()).is_valid(data)
