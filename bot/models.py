@@ -55,7 +55,10 @@ class Incident(SQLModel, table=True):
 class AlertOccurrence(SQLModel, table=True):
     """One distinct alert (by fingerprint) within an incident; repeats bump `repeats`."""
 
-    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),)
+    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),
+                      # Retention finds old occurrences by it; never updated, so a
+                      # repeat's update stays a heap-only (HOT) one on PostgreSQL.
+                      Index("ix_alertoccurrence_first_seen_at", "first_seen_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     incident_id: int = Field(foreign_key="incident.id")
@@ -94,6 +97,7 @@ class Delivery(SQLModel, table=True):
         # undelivered-page watch read, without touching the sent history.
         Index("ix_delivery_pending", "target", "created_at",
               postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
+        Index("ix_delivery_created_at", "created_at"),  # retention
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -126,7 +130,7 @@ class WebhookReceipt(SQLModel, table=True):
     """A PagerDuty webhook already applied: PagerDuty delivers at least once."""
 
     id: str = Field(primary_key=True, max_length=200)
-    received_at: datetime
+    received_at: datetime = Field(index=True)  # retention
 
 
 class RunbookRun(SQLModel, table=True):
@@ -159,7 +163,7 @@ class StepResult(SQLModel, table=True):
     name: str
     kind: str = Field(max_length=16)
     status: str = Field(max_length=16)
-    started_at: datetime
+    started_at: datetime = Field(index=True)  # retention
     duration_s: float
     output: str
     values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
