@@ -14,6 +14,10 @@ from sqlmodel import Field, SQLModel
 
 
 class Incident(SQLModel, table=True):
+    # The reopen candidates of a batch by group, state and time: with ix_incident_state
+    # alone SQLite (no statistics) walks every resolved incident for each batch.
+    __table_args__ = (Index("ix_incident_reopen", "group_hash", "state", "resolved_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=64)  # PagerDuty dedup_key, stable across reopen
     group_key: str

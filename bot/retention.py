@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import Select, bindparam, delete, select
@@ -46,8 +47,13 @@ INCIDENT_BATCH = 50
 PAUSE_SECONDS = 0.05
 
 _CUTOFF = bindparam("cutoff")
-_RESOLVED_BEFORE = select(Incident.id).where(Incident.state == "resolved",
-                                             col(Incident.resolved_at) < _CUTOFF)
+
+
+def _unindexed(column: Any) -> Any:
+    """The column as an expression no index serves: SQLite has no statistics (the bot
+    never runs ANALYZE) and would otherwise scan by the state index, i.e. every
+    resolved incident or sent delivery, instead of the range of old ones by time."""
+    return column.concat("")
 
 
 def _old_rows() -> dict[str, tuple[type[SQLModel], Select[tuple[int]]]]:
@@ -55,12 +61,16 @@ def _old_rows() -> dict[str, tuple[type[SQLModel], Select[tuple[int]]]]:
     each: migration 0009)."""
     limit = bindparam("limit")
     return {
+        # Correlated, so the old occurrences are found by time and each incident by id.
         "occurrences": (AlertOccurrence, select(AlertOccurrence.id).where(
             AlertOccurrence.first_seen_at < _CUTOFF,
-            col(AlertOccurrence.incident_id).in_(_RESOLVED_BEFORE)).limit(limit)),
+            select(Incident.id).where(Incident.id == AlertOccurrence.incident_id,
+                                      _unindexed(Incident.state) == "resolved",
+                                      col(Incident.resolved_at) < _CUTOFF).exists(),
+        ).limit(limit)),
         "deliveries": (Delivery, select(Delivery.id).where(
             Delivery.created_at < _CUTOFF,
-            col(Delivery.state).in_(("sent", "failed"))).limit(limit)),
+            _unindexed(Delivery.state).in_(("sent", "failed"))).limit(limit)),
         "webhook_receipts": (WebhookReceipt, select(WebhookReceipt.id).where(
             WebhookReceipt.received_at < _CUTOFF).limit(limit)),
         "step_results": (StepResult, select(StepResult.id).where(
@@ -116,8 +126,8 @@ def _prune_incidents(db: Database, cutoff: datetime, batch: int, pruned: Pruned)
     with db.write() as session:
         candidates = session.execute(
             select(Incident.id, Incident.state, Incident.resolved_at)
-            .where(Incident.state == "resolved", col(Incident.resolved_at) < cutoff)
-            .order_by(col(Incident.id)).limit(batch).with_for_update()).all()
+            .where(_unindexed(Incident.state) == "resolved", col(Incident.resolved_at) < cutoff)
+            .order_by(col(Incident.resolved_at)).limit(batch).with_for_update()).all()
         ids = [row.id for row in candidates
                if prune_incident(state=row.state, resolved_at=row.resolved_at, cutoff=cutoff)]
         if not ids:
