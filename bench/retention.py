@@ -139,7 +139,9 @@ class Backend:
         self.created: list[str] = []
         self.templates = {kind: self._new() for kind in ("empty", "full")}
         for url in self.templates.values():
-            Database(url).upgrade()
+            db = Database(url)
+            db.upgrade()
+            db.dispose()  # a template must have no session left to be copied
 
     def _new(self) -> str:
         if self.dialect == "sqlite":
