@@ -13,8 +13,9 @@ retention keeps them. Each round copies one of them, starts the real bot on the 
 and runs the same workload as bench/ingest.py phases 1-2 (seed, batched webhooks,
 single-alert webhooks, 32 in flight), then times sequential GET /metrics. Rounds
 alternate empty, full, empty, full, ... so the empty runs show the run-to-run noise
-the full ones are compared with. Also timed: a prune of the full database with the
-default RETENTION_DAYS (nothing is old: the hourly cost when there is nothing to do).
+the full ones are compared with. Also timed, on another copy of the full database: a
+prune with the default RETENTION_DAYS (nothing is old: the hourly cost when there is
+nothing to do), then one with RETENTION_DAYS=139, which deletes the older half.
 See bench/README.md.
 """
 
@@ -229,7 +230,8 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
-def report(dialect: str, rounds: list[Round], fill_seconds: float, prune_seconds: float) -> None:
+def report(dialect: str, rounds: list[Round], fill_seconds: float, prune_seconds: float,
+           deleting: tuple[float, int]) -> None:
     empty = [r for r in rounds if r.kind == "empty"]
     full = [r for r in rounds if r.kind == "full"]
     measures = [
@@ -242,7 +244,8 @@ def report(dialect: str, rounds: list[Round], fill_seconds: float, prune_seconds
         "full / empty"]
     print(f"\n## {dialect}: {INCIDENTS:,} incidents, {INCIDENTS * OCCURRENCES_PER_INCIDENT:,} "
           f"occurrences stored (filled in {fill_seconds:.0f} s; a prune with nothing old: "
-          f"{prune_seconds:.2f} s)\n")
+          f"{prune_seconds:.2f} s; one deleting the older half, {deleting[1]:,} rows: "
+          f"{deleting[0]:.1f} s)\n")
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for label, value, spec in measures:
@@ -265,14 +268,19 @@ async def bench(dialect: str, args, tmp: Path) -> None:
         pruned = prune(db, cutoffs(datetime.now(UTC), retention_days=400,
                                    incident_retention_days=None))
         prune_seconds = time.perf_counter() - started
+        assert not any(pruned.counts.values()), pruned
+        # Then half of it old (RETENTION_DAYS=139): the cost of a prune that deletes.
+        started = time.perf_counter()
+        pruned = prune(db, cutoffs(datetime.now(UTC), retention_days=139,
+                                   incident_retention_days=None))
+        deleting = (time.perf_counter() - started, sum(pruned.counts.values()))
         db.dispose()
-        assert not pruned.counts or not any(pruned.counts.values()), pruned
         rounds = []
         for n in range(args.rounds):
             for kind in ("empty", "full"):
                 print(f"[{dialect}] round {n + 1}: {kind}", flush=True)
                 rounds.append(await run_round(kind, backend.copy(kind), standins, args, tmp, n))
-        report(dialect, rounds, fill_seconds, prune_seconds)
+        report(dialect, rounds, fill_seconds, prune_seconds, deleting)
     finally:
         standins.stop()
         backend.drop()
@@ -281,9 +289,9 @@ async def bench(dialect: str, args, tmp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of empty + full")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of empty + full")
     parser.add_argument("--batches", type=int, default=100, help="batches of 100 alerts")
-    parser.add_argument("--singles", type=int, default=3000, help="single-alert webhooks")
+    parser.add_argument("--singles", type=int, default=6000, help="single-alert webhooks")
     parser.add_argument("--scrapes", type=int, default=200, help="GET /metrics per round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="fewer of everything")
