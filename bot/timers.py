@@ -65,8 +65,15 @@ _active: TimerService | None = None  # set while started: jobs must name an impo
 
 async def run_job(kind: str, subject_id: int) -> None:
     """The one job function APScheduler stores (pickled by reference)."""
-    if _active is not None:
-        await _active.fire(kind, subject_id)
+    active = _active
+    if active is None:
+        return
+    if not await to_thread.run_sync(active.still_leading):
+        # The job is gone from the store; whoever leads next re-adds it (reconcile).
+        log.warning("timer %s for %s not fired: this process no longer holds the "
+                    "timer leader lock", kind, subject_id)
+        return
+    await active.fire(kind, subject_id)
 
 
 class TimerService:
@@ -257,11 +264,6 @@ class TimerService:
     # -- firing ---------------------------------------------------------------------
 
     async def fire(self, kind: str, subject_id: int) -> None:
-        if not await to_thread.run_sync(self.still_leading):
-            # The job is gone from the store; whoever leads next re-adds it (reconcile).
-            log.warning("timer %s for %s not fired: this process no longer holds the "
-                        "timer leader lock", kind, subject_id)
-            return
         if kind == "handoff":
             text_ = await self.handoff_digest()
             await self.pipeline.transact(lambda session, now: self._post(
