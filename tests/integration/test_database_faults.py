@@ -145,6 +145,36 @@ def test_a_leader_whose_lock_connection_dies_stops_scheduling_and_one_takes_over
             bot.stop()
 
 
+def test_a_database_that_goes_away_answers_503_with_retry_after_never_500(
+        bot, database_url, pagerduty):
+    """Its connections killed and new ones refused (the database only, not the shared
+    server): every edge that needs the database answers 503 with Retry-After, the
+    liveness probe stays 200, and once it is back the alert sent meanwhile pages once."""
+    _postgres_only(database_url)
+    assert bot.post("alertmanager", _alert("Before")).status_code == 202
+    name = database_url.rsplit("/", 1)[1]
+    with _admin(database_url.rsplit("/", 1)[0] + "/postgres") as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", (name,))
+            down = bot.post("alertmanager", _alert("WhileDown"))
+            assert (down.status_code, down.headers.get("retry-after")) == (503, "5"), down.text
+            for path in ("/metrics", "/readyz"):
+                answer = bot.http.get(path)
+                assert (answer.status_code, answer.headers.get("retry-after")) == (503, "5"), path
+            assert bot.http.get("/healthz").status_code == 200
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert bot.post("alertmanager", _alert("WhileDown")).status_code == 202
+    assert bot.http.get("/metrics").status_code == 200
+    bot.until(bot.outbox_settled, timeout=30, what="the outbox to drain")
+    for title in ("Before", "WhileDown"):
+        ((key,),) = bot.rows("SELECT key FROM incident WHERE title LIKE :t", t=f"%{title}%")
+        assert len([e for e in pagerduty.events_for(key)
+                    if e["event"]["event_action"] == "trigger"]) == 1, title
+
+
 def _pg_ready() -> bool:
     return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"],
                           capture_output=True).returncode == 0
@@ -202,5 +232,5 @@ def test_postgresql_restarted_under_load_costs_503s_and_delivers_everything_once
     assert len(incidents) == len(names)
     for incident in incidents:
         assert len([e for e in pagerduty.events_for(incident.key)
-                    if e["event_action"] == "trigger"]) == 1, incident.title
+                    if e["event"]["event_action"] == "trigger"]) == 1, incident.title
     assert len(slack.top_level_messages()) == len(names)

@@ -40,3 +40,19 @@ CUTOFF = NOW - timedelta(days=30)
 ])
 def test_prune_incident(state, resolved_at, cutoff, expected):
     assert prune_incident(state=state, resolved_at=resolved_at, cutoff=cutoff) is expected
+
+
+def test_settings_name_a_bad_retention_and_read_an_empty_one_as_unset(monkeypatch):
+    from bot.settings import ConfigurationError, load_settings
+
+    monkeypatch.setenv("INCIDENT_RETENTION_DAYS", "")
+    settings = load_settings()
+    assert (settings.retention_days, settings.incident_retention_days) == (400, None)
+    assert settings.retention_cutoffs(NOW) == Cutoffs(records=NOW - timedelta(days=400))
+    monkeypatch.setenv("INCIDENT_RETENTION_DAYS", "730")
+    assert load_settings().retention_cutoffs(NOW).incidents == NOW - timedelta(days=730)
+    for name, value in (("RETENTION_DAYS", "0"), ("INCIDENT_RETENTION_DAYS", "soon")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigurationError, match=name):
+            load_settings()
+        monkeypatch.delenv(name)
