@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
+from bot import store
 from bot.db import Database
 from bot.models import (
     AlertOccurrence,
@@ -25,6 +28,7 @@ from bot.models import (
     TimelineEntry,
     WebhookReceipt,
 )
+from bot.retention import _OLD_ROWS
 from tests.harness import BotProcess
 
 NOW = datetime.now(UTC)
@@ -200,3 +204,46 @@ def test_the_bot_prunes_periodically(bot_env, tmp_path):
             ("resolved_old", "resolved_middle", "open_old", "resolved_new"))
     finally:
         bot.stop()
+
+
+_PLANS = {
+    # statement, its parameters, the index SQLite must search (not scan)
+    "open incident counts": (store._OPEN_COUNTS, {}, "ix_incident_state"),
+    "reopen candidates": (store._REOPENABLE, {"hashes": ["a", "b"], "since": NOW},
+                          "ix_incident_reopen"),
+    **{f"old {kind}": (statement, {"cutoff": NOW, "limit": 1000}, index)
+       for (kind, (_table, statement)), index in zip(_OLD_ROWS.items(), (
+           "ix_alertoccurrence_first_seen_at", "ix_delivery_created_at",
+           "ix_webhookreceipt_received_at", "ix_stepresult_started_at"), strict=True)},
+}
+
+
+@pytest.mark.parametrize("query", sorted(_PLANS))
+def test_scrape_intake_and_prune_queries_search_an_index_not_the_record(database_url, query):
+    """EXPLAIN: with no statistics (SQLite: the bot never runs ANALYZE) each query reads a
+    range of the index named, not every incident or delivery ever stored; on PostgreSQL,
+    with sequential scans priced out (tiny tables favour them), an index answers it."""
+    statement, params, index = _PLANS[query]
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        with db.writer.connect() as connection:
+            compiled = statement.compile(dialect=connection.dialect)
+            expanded = compiled.construct_expanded_state({**compiled.params, **params})
+            values = expanded.parameters
+            if db.is_sqlite:
+                plan = connection.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {expanded.statement}",
+                    tuple(values[k] for k in expanded.positiontup))
+                lines = [row[-1] for row in plan]
+            else:
+                connection.exec_driver_sql("SET enable_seqscan = off")
+                lines = [row[0] for row in connection.exec_driver_sql(
+                    f"EXPLAIN {expanded.statement}", values)]
+    finally:
+        db.dispose()
+    if db.is_sqlite:
+        assert re.match(rf"SEARCH \w+ USING (COVERING )?INDEX {index} \(", lines[0]), lines
+        assert not any(line.startswith("SCAN") for line in lines), lines
+    else:
+        assert not any("Seq Scan" in line for line in lines), lines
