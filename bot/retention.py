@@ -58,9 +58,10 @@ def _unindexed(column: Any) -> Any:
 
 def _old_rows() -> dict[str, tuple[type[SQLModel], Select[tuple[int]]]]:
     """Per kind, its table and the ids of up to :limit old rows (an indexed range scan
-    each: migration 0009)."""
+    each: migration 0009), locked on PostgreSQL, skipping rows another replica's prune
+    holds (SQLite serializes writers anyway)."""
     limit = bindparam("limit")
-    return {
+    kinds: dict[str, tuple[type[SQLModel], Select[tuple[int]]]] = {
         # Correlated, so the old occurrences are found by time and each incident by id.
         "occurrences": (AlertOccurrence, select(AlertOccurrence.id).where(
             AlertOccurrence.first_seen_at < _CUTOFF,
@@ -76,6 +77,8 @@ def _old_rows() -> dict[str, tuple[type[SQLModel], Select[tuple[int]]]]:
         "step_results": (StepResult, select(StepResult.id).where(
             StepResult.started_at < _CUTOFF).limit(limit)),
     }
+    return {kind: (table, old.with_for_update(skip_locked=True))
+            for kind, (table, old) in kinds.items()}
 
 
 _OLD_ROWS = _old_rows()
@@ -122,12 +125,14 @@ def prune(db: Database, cutoffs: Cutoffs, *, batch: int = BATCH,
 def _prune_incidents(db: Database, cutoff: datetime, batch: int, pruned: Pruned) -> int:
     """Delete up to `batch` incidents resolved before `cutoff`, with their timeline,
     occurrences, deliveries, runs and step results, in one transaction. The incident
-    rows are locked first (PostgreSQL), so one reopened meanwhile is seen open and kept."""
+    rows are locked first (PostgreSQL; one another transaction holds is skipped this
+    time), so one reopened meanwhile is seen open and kept."""
     with db.write() as session:
         candidates = session.execute(
             select(Incident.id, Incident.state, Incident.resolved_at)
             .where(_unindexed(Incident.state) == "resolved", col(Incident.resolved_at) < cutoff)
-            .order_by(col(Incident.resolved_at)).limit(batch).with_for_update()).all()
+            .order_by(col(Incident.resolved_at)).limit(batch)
+            .with_for_update(skip_locked=True)).all()
         ids = [row.id for row in candidates
                if prune_incident(state=row.state, resolved_at=row.resolved_at, cutoff=cutoff)]
         if not ids:
