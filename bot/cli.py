@@ -53,9 +53,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _upgrade(settings: Settings, _args: argparse.Namespace) -> int:
-    Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds).upgrade()
-    print("database is at the newest schema")
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
+    db.upgrade()
+    if args.action == "upgrade":
+        print("database is at the newest schema")
+        return 0
+    from bot.retention import prune
+
+    cutoffs = settings.retention_cutoffs(utcnow())
+    print(f"deleted {prune(db, cutoffs)}")
     return 0
 
 
@@ -132,9 +139,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     serve.set_defaults(run=_serve)
 
-    db = commands.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["upgrade"])
-    db.set_defaults(run=_upgrade)
+    db = commands.add_parser("db", help="database schema and retention")
+    db.add_argument("action", choices=["upgrade", "prune"],
+                    help="upgrade: migrate to the newest schema; prune: delete now what "
+                    "RETENTION_DAYS and INCIDENT_RETENTION_DAYS say is past its time")
+    db.set_defaults(run=_db)
 
     routes = commands.add_parser("routes", help="the routing file")
     routes_commands = routes.add_subparsers(dest="routes_command", required=True)

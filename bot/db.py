@@ -21,6 +21,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -143,6 +145,22 @@ class Database:
         with self.reader.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
+    def lock_engine(self, application_name: str) -> Engine:
+        """PostgreSQL only: an engine for one long-lived connection that holds a session
+        advisory lock. Autocommit, so it never sits idle in a transaction (which would
+        hold back vacuum and count against idle_in_transaction_session_timeout); TCP
+        keepalives and a user timeout, so a peer gone without a FIN (a restarted server,
+        a dropped NAT entry) is noticed in about half a minute instead of hours; and
+        `application_name`, so operators (and tests) can find it in pg_stat_activity."""
+        return create_engine(
+            self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+            connect_args={"connect_timeout": max(1, int(self.lock_timeout)),
+                          "application_name": application_name,
+                          "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                          "keepalives_count": 3, "tcp_user_timeout": 30_000,
+                          "options": f"-c statement_timeout={int(self.lock_timeout * 1000)}"},
+        )
+
     def jobstore_engine(self) -> Engine:
         """An engine for APScheduler's job store. On SQLite a connection of its own, so
         the scheduler (which runs on the event loop) never queues behind intake for the
@@ -162,7 +180,8 @@ class Database:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Database errors worth a retry by the caller (busy, locked, connection lost)."""
-    if isinstance(exc, OperationalError):
+    """Database errors worth a retry by the caller (busy, locked, connection lost, or
+    no connection free in the pool within its timeout)."""
+    if isinstance(exc, OperationalError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -12,7 +12,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot import store
+from bot import retention, store
 from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.slack import SlackChat
@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         with db.read() as session:
             outbox = store.outbox_stats(session=session)
             return RecordSnapshot(
-                incidents=store.incident_counts(session=session),
+                incidents=store.open_incident_counts(session=session),
                 pending={target: s.pending for target, s in outbox.items()},
                 failed={target: s.failed for target, s in outbox.items()},
                 oldest_pending_seconds={
@@ -138,7 +138,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
             await socket_mode.connect_async()
         workers = [asyncio.create_task(dispatcher.run(), name="outbox"),
                    asyncio.create_task(timers.run(), name="timers"),
-                   asyncio.create_task(runs.run(), name="runbooks")]
+                   asyncio.create_task(runs.run(), name="runbooks"),
+                   asyncio.create_task(retention.run_periodically(
+                       db, lambda: settings.retention_cutoffs(clock()),
+                       every_seconds=settings.retention_interval_seconds), name="retention")]
         try:
             yield
         finally:

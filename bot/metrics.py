@@ -26,7 +26,7 @@ TARGETS = ("pagerduty", "pagerduty_rest", "slack")
 class RecordSnapshot:
     """What a scrape reads from the database."""
 
-    incidents: dict[str, int] = field(default_factory=dict)  # by state
+    incidents: dict[str, int] = field(default_factory=dict)  # open ones, by state
     pending: dict[str, int] = field(default_factory=dict)  # by target
     failed: dict[str, int] = field(default_factory=dict)  # by target
     oldest_pending_seconds: dict[str, float] = field(default_factory=dict)  # by target
@@ -39,8 +39,10 @@ class _RecordCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self.read()
-        by_state = GaugeMetricFamily("oncall_incidents", "Incidents by state", labels=["state"])
-        for state in ("triggered", "acknowledged", "resolved"):
+        # Open ones only: counting the resolved would read the whole record every scrape.
+        by_state = GaugeMetricFamily("oncall_incidents", "Open incidents by state",
+                                     labels=["state"])
+        for state in ("triggered", "acknowledged"):
             by_state.add_metric([state], snapshot.incidents.get(state, 0))
         yield by_state
         owed = GaugeMetricFamily("oncall_deliveries", "Deliveries not yet sent, by target and "

@@ -14,6 +14,10 @@ from sqlmodel import Field, SQLModel
 
 
 class Incident(SQLModel, table=True):
+    # The reopen candidates of a batch by group, state and time: with ix_incident_state
+    # alone SQLite (no statistics) walks every resolved incident for each batch.
+    __table_args__ = (Index("ix_incident_reopen", "group_hash", "state", "resolved_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=64)  # PagerDuty dedup_key, stable across reopen
     group_key: str
@@ -55,7 +59,10 @@ class Incident(SQLModel, table=True):
 class AlertOccurrence(SQLModel, table=True):
     """One distinct alert (by fingerprint) within an incident; repeats bump `repeats`."""
 
-    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),)
+    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),
+                      # Retention finds old occurrences by it; never updated, so a
+                      # repeat's update stays a heap-only (HOT) one on PostgreSQL.
+                      Index("ix_alertoccurrence_first_seen_at", "first_seen_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     incident_id: int = Field(foreign_key="incident.id")
@@ -94,6 +101,7 @@ class Delivery(SQLModel, table=True):
         # undelivered-page watch read, without touching the sent history.
         Index("ix_delivery_pending", "target", "created_at",
               postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
+        Index("ix_delivery_created_at", "created_at"),  # retention
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -129,7 +137,7 @@ class WebhookReceipt(SQLModel, table=True):
     """A PagerDuty webhook already applied: PagerDuty delivers at least once."""
 
     id: str = Field(primary_key=True, max_length=200)
-    received_at: datetime
+    received_at: datetime = Field(index=True)  # retention
 
 
 class RunbookRun(SQLModel, table=True):
@@ -166,7 +174,7 @@ class StepResult(SQLModel, table=True):
     name: str
     kind: str = Field(max_length=16)
     status: str = Field(max_length=16)
-    started_at: datetime
+    started_at: datetime = Field(index=True)  # retention
     duration_s: float
     output: str
     values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

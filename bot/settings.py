@@ -7,7 +7,7 @@ they never show in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
 from bot.runbooks.fetch import parse_patterns
+from bot.domain.retention import Cutoffs, cutoffs
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -77,6 +78,14 @@ class Settings(BaseSettings):
     page_undelivered_mention: str = "here"
     # How often the timer-running process reconciles timers with the incidents.
     timer_reconcile_seconds: float = Field(default=10.0, gt=0)
+    # Retention: sent and failed deliveries, webhook receipts, runbook step results and
+    # the occurrences of resolved incidents older than this many days are deleted.
+    retention_days: int = Field(default=400, ge=1)
+    # Unset: incidents and their timelines are kept forever. Set: incidents resolved
+    # longer ago than this are deleted with everything that refers to them.
+    incident_retention_days: int | None = Field(default=None, ge=1)
+    # How often each replica prunes (deletes are idempotent: replicas may overlap).
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -145,6 +154,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive duration like 90s, 5m or 24h")
         return value
 
+    @field_validator("incident_retention_days", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("page_undelivered_mention")
     @classmethod
     def _mention(cls, value: str) -> str:
@@ -197,6 +211,10 @@ class Settings(BaseSettings):
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
         ) if value is not None) + tuple(token.decode() for token in self.alert_webhook_tokens)
+
+    def retention_cutoffs(self, now: datetime) -> Cutoffs:
+        return cutoffs(now, retention_days=self.retention_days,
+                       incident_retention_days=self.incident_retention_days)
 
     def disabled_deliveries(self) -> list[str]:
         """Plain-language lines for start-up: what will not be delivered, and why."""

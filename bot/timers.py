@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +24,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session, col, select
 
 from bot import store
@@ -50,6 +51,13 @@ log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 _LEADER_LOCK = 7305_0002
+# The lock connection's name in pg_stat_activity.
+LEADER_APPLICATION_NAME = "oncall-bot timer leader"
+# Whether this session holds the leader lock: a one-bigint-key advisory lock shows in
+# pg_locks as classid (high 32 bits), objid (low 32 bits) and objsubid 1.
+_HOLDS_LOCK = text("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                   "AND pid = pg_backend_pid() AND granted AND classid = 0 "
+                   "AND objid::bigint = :k AND objsubid = 1)")
 # Seconds between two job store writes of a reconcile: a burst of them (hundreds of
 # new incidents in a storm) would otherwise keep the database's write lock and the
 # GIL from intake, whose commits wait out SQLite's busy handler behind it.
@@ -64,8 +72,15 @@ _active: TimerService | None = None  # set while started: jobs must name an impo
 
 async def run_job(kind: str, subject_id: int) -> None:
     """The one job function APScheduler stores (pickled by reference)."""
-    if _active is not None:
-        await _active.fire(kind, subject_id)
+    active = _active
+    if active is None:
+        return
+    if not await to_thread.run_sync(active.still_leading):
+        # The job is gone from the store; whoever leads next re-adds it (reconcile).
+        log.warning("timer %s for %s not fired: this process no longer holds the "
+                    "timer leader lock", kind, subject_id)
+        return
+    await active.fire(kind, subject_id)
 
 
 class TimerService:
@@ -79,29 +94,68 @@ class TimerService:
         self.oncall = oncall
         self.reconcile_seconds = reconcile_seconds
         self.scheduler: AsyncIOScheduler | None = None
+        self._lock_engine: Engine | None = None
         self._lock_connection: Connection | None = None
+        # The lock connection is used from the round's thread and from firing timers.
+        self._lock_guard = threading.Lock()
 
     # -- leadership -----------------------------------------------------------------
 
     def _try_lead(self) -> bool:
+        """Whether this process may run the scheduler this round. A leader proves each
+        round that its lock connection still holds the lock; one that cannot (the
+        connection died, the server restarted) answers False, and so stops scheduling,
+        and only tries to take the lock again the round after."""
         if self.db.is_sqlite:
             return True
+        with self._lock_guard:
+            if self._lock_connection is not None:
+                if self._holds_lock():
+                    return True
+                log.warning("lost the timer leader lock (its connection is gone); "
+                            "this process stops running the timers")
+                self._release_lock_connection()
+                return False
+            if self._lock_engine is None:
+                self._lock_engine = self.db.lock_engine(LEADER_APPLICATION_NAME)
+            connection = self._lock_engine.connect()
+            try:
+                taken = connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                           {"k": _LEADER_LOCK}).scalar()
+            except Exception:
+                connection.close()
+                raise
+            if taken:
+                self._lock_connection = connection
+                return True
+            connection.close()
+            return False
+
+    def _holds_lock(self) -> bool:
+        """Ask the server, on the lock connection itself, whether it still holds the
+        lock; any error means it cannot tell, which counts as no. Caller holds
+        _lock_guard."""
+        assert self._lock_connection is not None
+        try:
+            return bool(self._lock_connection.execute(_HOLDS_LOCK, {"k": _LEADER_LOCK}).scalar())
+        except Exception:
+            return False
+
+    def _release_lock_connection(self) -> None:
         if self._lock_connection is not None:
             try:
-                self._lock_connection.execute(text("SELECT 1"))
-                return True
-            except Exception:  # the connection, and with it the lock, is gone
-                self._lock_connection = None
-                return False
-        connection = self.db.writer.connect()
-        taken = connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                   {"k": _LEADER_LOCK}).scalar()
-        connection.commit()
-        if taken:
-            self._lock_connection = connection
+                self._lock_connection.close()
+            except Exception:  # already dead: nothing to release
+                pass
+            self._lock_connection = None
+
+    def still_leading(self) -> bool:
+        """Checked before a timer acts: a job APScheduler fires between two rounds must
+        not act once the lock is lost (another replica may lead already)."""
+        if self.db.is_sqlite:
             return True
-        connection.close()
-        return False
+        with self._lock_guard:
+            return self._lock_connection is not None and self._holds_lock()
 
     async def run(self) -> None:
         """Until cancelled: lead when possible, and while leading, reconcile timers."""
@@ -125,9 +179,10 @@ class TimerService:
             if _active is self:
                 _active = None
             self._stop_scheduler()
-            if self._lock_connection is not None:
-                self._lock_connection.close()
-                self._lock_connection = None
+            with self._lock_guard:
+                self._release_lock_connection()
+            if self._lock_engine is not None:
+                self._lock_engine.dispose()
 
     def _start_scheduler(self) -> None:
         store_engine = self.db.jobstore_engine()

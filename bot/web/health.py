@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.db import Database, known_revisions, schema_problem
+from bot.db import Database, is_transient, known_revisions, schema_problem
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,17 @@ def register(app: FastAPI, *, db: Database, metrics: Metrics) -> None:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         problem = await to_thread.run_sync(not_ready)
-        return JSONResponse({"status": problem or "ok"}, status_code=503 if problem else 200)
+        return JSONResponse({"status": problem or "ok"}, status_code=503 if problem else 200,
+                            headers={"Retry-After": "5"} if problem else None)
 
     @app.get("/metrics")
     async def scrape() -> Response:
-        body = await to_thread.run_sync(metrics.exposition)
+        try:
+            body = await to_thread.run_sync(metrics.exposition)
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("metrics: the database does not answer: %s", type(exc).__name__)
+            return JSONResponse({"status": "database unavailable"}, status_code=503,
+                                headers={"Retry-After": "5"})
         return Response(body, media_type=CONTENT_TYPE_LATEST)
