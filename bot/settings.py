@@ -15,8 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
-from bot.runbooks.fetch import parse_patterns
 from bot.domain.retention import Cutoffs, cutoffs
+from bot.runbooks.fetch import parse_patterns
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
