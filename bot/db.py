@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -165,7 +166,8 @@ class Database:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Database errors worth a retry by the caller (busy, locked, connection lost)."""
-    if isinstance(exc, OperationalError):
+    """Database errors worth a retry by the caller (busy, locked, connection lost, or
+    no pooled connection free within the pool's timeout: DATABASE_POOL_SIZE)."""
+    if isinstance(exc, OperationalError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
