@@ -140,10 +140,11 @@ def test_postgres_scheme_is_accepted(database_url):
     assert result.returncode == 0, result.stderr
 
 
-def test_logs_are_json_lines_with_request_ids_and_no_secrets(bot_env, tmp_path):
+def test_logs_are_json_lines_with_request_ids_and_no_secrets(bot_env, tmp_path, pagerduty):
     bot = BotProcess({**bot_env, "ACCESS_LOG": "true"}, log_path=tmp_path / "bot.log",
                      token=bot_env["ALERT_WEBHOOK_TOKEN"])
     bot.start()
+    pagerduty.fail("/v2/enqueue", status=500)  # the page is retried: a log line about a delivery
     try:
         response = bot.http.get("/readyz?token=hunter2", headers={"X-Request-ID": "req-42"})
         assert response.headers["x-request-id"] == "req-42"
@@ -160,6 +161,10 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(bot_env, tmp_path):
     assert any(r["path"] == "/readyz" and r["request_id"] == "req-42" and r["status"] == 200
                for r in access), access
     assert any(r["path"] == "/webhooks/alertmanager" and r["status"] == 202 for r in access)
+    (retried,) = [r for r in records if "will be retried" in r["message"]]
+    (page,) = bot_rows = [(row.id, row.incident_id) for row in bot.rows(
+        "SELECT id, incident_id FROM delivery WHERE target = 'pagerduty'")]
+    assert (retried["delivery_id"], retried["incident_id"]) == page, bot_rows
     text = bot.log()
     assert "hunter2" not in text and bot_env["ALERT_WEBHOOK_TOKEN"] not in text
     assert bot_env["SLACK_BOT_TOKEN"] not in text
