@@ -36,12 +36,17 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return found
 
 
+def _logger(record: logging.LogRecord) -> str:
+    # uvicorn logs its start-up and shutdown on "uvicorn.error", which is no error.
+    return "uvicorn" if record.name == "uvicorn.error" else record.name
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "logger": record.name,
+            "logger": _logger(record),
             "message": record.getMessage(),
             **_fields(record),
         }
@@ -55,6 +60,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        record.name = _logger(record)
         text = super().format(record)
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         return f"{text} [{extra}]" if extra else text
