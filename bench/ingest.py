@@ -609,6 +609,15 @@ def summarise_log(path: Path, top: int = 6) -> list[str]:
         return []
     seen: Counter = Counter()
     for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):  # the bot's JSON log lines (LOG_FORMAT=json, the default here)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = {}
+            if record.get("level") in ("WARNING", "ERROR"):
+                message = f"{record['level']} {record.get('logger')}: {record.get('message')}"
+                seen[re.sub(r"\d+(\.\d+)?", "N", message)[:160]] += 1
+            continue
         if " WARNING " in line or " ERROR " in line or line.startswith(("Traceback", "sqlalchemy",
                                                                          "psycopg")):
             message = line.split(" ", 2)[-1] if line[:4].isdigit() else line

@@ -10,17 +10,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import logs
+from bot.cli_config import register as register_config
+from bot.cli_config import routes_test, startup_problems, unreachable_database
 from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
 from bot.db import Database, redacted
 from bot.domain.durations import format_duration, parse_duration
-from bot.domain.incident import group_key
 from bot.domain.matchers import MatcherError
 from bot.domain.routing import RoutingError
-from bot.routing_file import load_routing
 from bot.settings import ConfigurationError, Settings, load_settings
 from bot.silences import add_silence, expire_silence, list_silences
+
+log = logging.getLogger("bot.cli")
 
 
 def _loopback(host: str) -> bool:
@@ -44,12 +47,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
               "(and send it as a bearer token), or ALERT_WEBHOOK_ALLOW_UNAUTHENTICATED=true "
               "if only trusted senders can reach the port.", file=sys.stderr)
         return 2
-    print(f"oncall-bot: database {redacted(settings.database_url)}, "
-          f"listening on http://{args.host}:{args.port}", file=sys.stderr)
-    for line in settings.disabled_deliveries():
-        print(f"oncall-bot: {line}", file=sys.stderr)
+    errors = startup_problems(settings)
+    for problem in errors:
+        print(f"oncall-bot: {problem}", file=sys.stderr)
+    if errors:
+        return 2
+    unreachable = unreachable_database(settings)
+    if unreachable:
+        print(f"oncall-bot: {unreachable}", file=sys.stderr)
+        return 2
+    # What is disabled is logged by the app as it starts, in the same format.
+    log.info("database %s, listening on http://%s:%s", redacted(settings.database_url),
+             args.host, args.port)
+    # log_config=None: uvicorn's loggers keep the handler bot.logs gave the root logger;
+    # its own access log stays off (AccessMiddleware writes one without query strings).
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
 
 
@@ -63,23 +76,6 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
 
     cutoffs = settings.retention_cutoffs(utcnow())
     print(f"deleted {prune(db, cutoffs)}")
-    return 0
-
-
-def _routes_test(settings: Settings, args: argparse.Namespace) -> int:
-    labels = {}
-    for pair in args.labels:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            print(f"error: {pair!r} is not name=value", file=sys.stderr)
-            return 2
-        labels[name] = value
-    routing = load_routing(settings.oncall_config)
-    route = routing.route(labels)
-    print(f"route:   {route.name}\ntier:    {route.tier.value}\n"
-          f"channel: {route.channel or settings.slack_alert_channel}\n"
-          f"team:    {route.team or '-'}\nrunbook: {route.runbook or '-'}\n"
-          f"group:   {group_key(labels, route.group_by)}")
     return 0
 
 
@@ -147,9 +143,14 @@ def parser() -> argparse.ArgumentParser:
 
     routes = commands.add_parser("routes", help="the routing file")
     routes_commands = routes.add_subparsers(dest="routes_command", required=True)
-    test = routes_commands.add_parser("test", help="which route would these labels take?")
-    test.add_argument("labels", nargs="+", metavar="name=value")
-    test.set_defaults(run=_routes_test)
+    test = routes_commands.add_parser(
+        "test", help="which route, runbook and silence would these labels (or this payload) get?")
+    test.add_argument("labels", nargs="*", metavar="name=value")
+    test.add_argument("--payload", type=Path, metavar="FILE",
+                      help="a webhook body (Alertmanager, Grafana or generic JSON): each alert in it")
+    test.add_argument("--source", choices=["auto", "alertmanager", "grafana", "generic"],
+                      default="auto", help="the payload's format (default: the first that parses)")
+    test.set_defaults(run=routes_test)
 
     silence = commands.add_parser("silence", help="silences: record alerts without paging")
     silence_commands = silence.add_subparsers(dest="silence_command", required=True)
@@ -165,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     silence.set_defaults(run=_silence)
     register_reports(commands)
     register_runbooks(commands)
+    register_config(commands)
     demo = commands.add_parser(
         "demo", help="the whole story locally, from a checkout: bad model version → alert → page → "
                      "diagnostics → rollback")
@@ -178,8 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.configure(settings.log_level, settings.log_format)
         return args.run(settings, args)
     except (ConfigurationError, RoutingError, MatcherError, ValueError) as exc:
         print(f"oncall-bot: {exc}", file=sys.stderr)

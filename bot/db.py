@@ -60,6 +60,8 @@ def redacted(url: str) -> str:
 
 
 def _normalized(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
@@ -97,9 +99,10 @@ def _sqlite_engine(url: str, *, writer: bool, lock_timeout: float, durable: bool
 class Database:
     """The bot's database: a writer and a reader engine (the same one on PostgreSQL)."""
 
-    def __init__(self, url: str, *, lock_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, lock_timeout: float = 5.0, pool_size: int = 20) -> None:
         """`lock_timeout`: how long a statement may wait for a lock before it fails
-        (and the webhook answers 503) instead of hanging the sender."""
+        (and the webhook answers 503) instead of hanging the sender. `pool_size`: the
+        PostgreSQL connections this process may hold (DATABASE_POOL_SIZE)."""
         self.url = _normalized(url)
         self.lock_timeout = lock_timeout
         self.is_sqlite = self.url.startswith("sqlite")
@@ -109,7 +112,7 @@ class Database:
         else:
             timeout_ms = int(lock_timeout * 1000)
             self.writer = self.reader = create_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True,
                 connect_args={"connect_timeout": max(1, int(lock_timeout)),
                               "options": f"-c lock_timeout={timeout_ms}"},
             )
@@ -181,7 +184,7 @@ class Database:
 
 def is_transient(exc: BaseException) -> bool:
     """Database errors worth a retry by the caller (busy, locked, connection lost, or
-    no connection free in the pool within its timeout)."""
+    no pooled connection free within the pool's timeout: DATABASE_POOL_SIZE)."""
     if isinstance(exc, OperationalError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

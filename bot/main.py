@@ -33,6 +33,7 @@ from bot.store import DeliveryPolicy
 from bot.timers import TimerService
 from bot.web import alerts, health, slack_events
 from bot.web import pagerduty as pagerduty_webhook
+from bot.web.access import AccessMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     """Build the bot. Nothing connects until the app starts (its lifespan), which
     first migrates the database, then starts the outbox dispatcher. `clock` tells the time
     of day; `monotonic` times the rate limits and intake's load average."""
-    db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds)
+    db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds,
+                  pool_size=settings.database_pool_size)
     routing = load_routing(settings.oncall_config)
     policy = DeliveryPolicy(slack=settings.slack_enabled, pagerduty=settings.paging_enabled,
                             default_channel=settings.slack_alert_channel,
@@ -62,7 +64,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 pages_undelivered=store.pages_owed_since(
                     session=session, since=now - settings.page_undelivered_alert_after))
 
-    metrics = Metrics(read_record)
+    metrics = Metrics(read_record, leading=lambda: timers.scheduler is not None)
     runbooks = (load_runbooks(settings.oncall_runbooks) if settings.oncall_runbooks.is_dir()
                 else {})
     tls = client_ssl_context(settings.oncall_ca_bundle)
@@ -179,5 +181,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     )
     if slack_app is not None and settings.slack_signing_secret:
         slack_events.register(app, slack_app=slack_app)
+    # Added last, so it is outermost: it sees every response, the alert webhooks' too.
+    app.add_middleware(AccessMiddleware, metrics=metrics, access_log=settings.access_log)
 
     return app

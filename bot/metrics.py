@@ -34,8 +34,9 @@ class RecordSnapshot:
 
 
 class _RecordCollector(Collector):
-    def __init__(self, read: Callable[[], RecordSnapshot]) -> None:
+    def __init__(self, read: Callable[[], RecordSnapshot], leading: Callable[[], bool]) -> None:
         self.read = read
+        self.leading = leading
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self.read()
@@ -61,10 +62,15 @@ class _RecordCollector(Collector):
                                 "Pages PagerDuty has not taken for PAGE_UNDELIVERED_ALERT_AFTER "
                                 "or longer (each is announced in Slack)",
                                 value=snapshot.pages_undelivered)
+        # Summed over replicas this is 1: 0 means no process runs the timers.
+        yield GaugeMetricFamily("oncall_timer_leader",
+                                "1 when this process runs the timers (escalation, reminders)",
+                                value=1 if self.leading() else 0)
 
 
 class Metrics:
-    def __init__(self, read_record: Callable[[], RecordSnapshot]) -> None:
+    def __init__(self, read_record: Callable[[], RecordSnapshot],
+                 leading: Callable[[], bool] = lambda: False) -> None:
         self.registry = CollectorRegistry()
         self.alerts = Counter("oncall_alerts_received", "Alerts accepted, by source and status",
                               ["source", "status"], registry=self.registry)
@@ -81,7 +87,10 @@ class Metrics:
         self.attempts = Counter("oncall_delivery_attempts", "Delivery attempts by outcome "
                                 "(sent, retry, failed: refused, expired: out of retry budget)",
                                 ["target", "outcome"], registry=self.registry)
-        self.registry.register(_RecordCollector(read_record))
+        self.responses = Counter("oncall_http_responses", "HTTP responses, by handler (path, or "
+                                 "other) and status code", ["handler", "code"],
+                                 registry=self.registry)
+        self.registry.register(_RecordCollector(read_record, leading))
 
     def delivery_outcome(self, target: str, outcome: str, age_seconds: float) -> None:
         self.attempts.labels(target, outcome).inc()

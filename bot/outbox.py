@@ -34,7 +34,7 @@ from typing import Any
 from anyio import to_thread
 from sqlmodel import col, select
 
-from bot import store
+from bot import logs, store
 from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database
 from bot.domain.confirmations import answer_through_response_url
@@ -262,6 +262,8 @@ class Dispatcher:
         return claimed
 
     async def _deliver(self, delivery: Delivery) -> None:
+        logs.delivery_id.set(delivery.id)  # each delivery runs in a task of its own
+        logs.incident_id.set(delivery.incident_id)
         try:
             if delivery.target in self.held_targets():
                 raise RetryLater("waiting out the service's rate limit",

@@ -120,9 +120,14 @@ def report_stem(scorecard: Scorecard) -> str:
 
 def write_chart(scorecard: Scorecard, path: Path) -> Path:
     """A PNG of incidents per day and median MTTR per day (UTC days)."""
-    # Imported here: matplotlib takes a while to load and only Markdown reports need it.
-    # A bare Figure renders with Agg and touches no global pyplot state.
-    from matplotlib.figure import Figure
+    # Imported here: matplotlib takes a while to load and only Markdown reports need it
+    # (it is the `charts` extra). A bare Figure renders with Agg and touches no global
+    # pyplot state.
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError("a Markdown report draws its chart with matplotlib, which is not installed: "
+                         "pip install 'oncall-bot[charts]' (or use --format text or json)") from None
 
     days = [d.day for d in scorecard.daily]
     figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")

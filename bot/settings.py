@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///oncall-bot.db"
     # How long a write may wait for a database lock before the webhook answers 503.
     database_lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    # PostgreSQL connections each replica may hold (its engine's pool; no overflow), so
+    # that pool size × replicas + the timer leader's lock connection fits the server.
+    database_pool_size: int = Field(default=20, ge=2)
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
@@ -87,12 +90,19 @@ class Settings(BaseSettings):
     # How often each replica prunes (deletes are idempotent: replicas may overlap).
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     log_level: str = "INFO"
+    # json, text, or auto: JSON lines unless stdout is a terminal.
+    log_format: str = "auto"
+    # One line per HTTP request (method, path without query, status, duration): no
+    # header, query string or body, so no token.
+    access_log: bool = False
 
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
+        if value.startswith("postgres://"):  # what Heroku and most platforms hand out
+            value = "postgresql://" + value.removeprefix("postgres://")
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
-            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+            raise ValueError("must be a sqlite:///, postgresql:// or postgres:// URL")
         return value
 
     @field_validator("slack_api_url")
@@ -177,6 +187,13 @@ class Settings(BaseSettings):
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.lower() not in ("json", "text", "auto"):
+            raise ValueError("must be json, text or auto")
+        return value.lower()
 
     @field_validator("slack_app_token")
     @classmethod

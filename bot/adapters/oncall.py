@@ -8,6 +8,7 @@ may ask often, and PagerDuty rate-limits the REST API per account.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Sequence
@@ -19,7 +20,13 @@ import pagerduty
 from bot.adapters.pagerduty import single_attempt
 from bot.ports import RetryLater, Undeliverable
 
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 60.0
+# GET /oncalls is read page by page (classic offset pagination, at most 100 a page);
+# this many pages bounds one answer, should `more` never turn false.
+PAGE_SIZE = 100
+MAX_PAGES = 20
 
 
 class OnCallUnavailable(Exception):
@@ -62,7 +69,7 @@ class PagerDutyOnCall:
 
     def _fetch(self) -> list[OnCallShift]:
         try:
-            entries = self._client.rget("/oncalls", params=self._params)
+            entries = self._every_page()
         except pagerduty.HttpError as exc:
             raise OnCallUnavailable(
                 f"PagerDuty answered HTTP {exc.response.status_code} to GET /oncalls") from None
@@ -81,6 +88,21 @@ class PagerDutyOnCall:
             for entry in entries
         ]
         return sorted(shifts, key=lambda s: (s.level, s.name))
+
+    def _every_page(self) -> list[dict]:
+        """Every on-call entry: a large account has more than one page of them, and who is
+        on call (and so who may resolve) must not depend on which page they fell on."""
+        entries: list[dict] = []
+        for _ in range(MAX_PAGES):
+            body = self._client.jget("/oncalls", params={**self._params, "offset": len(entries),
+                                                         "limit": PAGE_SIZE})
+            page = (body.get("oncalls") or []) if isinstance(body, dict) else []
+            entries.extend(page)
+            if not page or not body.get("more"):
+                return entries
+        log.warning("GET /oncalls: more than %d pages; using the first %d entries",
+                    MAX_PAGES, len(entries))
+        return entries
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

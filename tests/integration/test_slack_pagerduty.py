@@ -438,3 +438,18 @@ def test_report_and_postmortem_from_slack(app_bot, slack, pagerduty):
     (draft,) = app_bot.until(lambda: slack.responses(name), what="the postmortem")
     assert draft["response_type"] == "ephemeral"
     assert "ModelErrorRateHigh" in draft["text"] and "Root cause" in draft["text"]
+
+
+def test_oncall_who_reads_every_page_of_oncalls(app_bot, slack, pagerduty):
+    """A larger account answers GET /oncalls in pages: the engineer on the last page is
+    on call too (issue 14: only the first page was read)."""
+    pagerduty.page_limit = 2
+    names = [f"Engineer {n}" for n in range(1, 6)]
+    pagerduty.set_oncalls([{"user_id": f"PENG00{n}", "user_name": name,
+                            "email": f"eng{n}@example.com", "escalation_policy_id": "PEP0001",
+                            "schedule_id": "PSCHED1", "escalation_level": n}
+                           for n, name in enumerate(names, start=1)])
+    _, answer = slash(app_bot, slack, "who")
+    assert all(name in answer for name in names), answer
+    offsets = [r.query.get("offset") for r in pagerduty.rest_requests("/oncalls")]
+    assert offsets == [["0"], ["2"], ["4"]]

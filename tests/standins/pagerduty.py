@@ -77,6 +77,9 @@ class PagerDutyStandIn(StandIn):
         super().__init__(ssl_context=ca.server_ssl_context())
         self.api_token = api_token
         self.rate_limit_per_minute = rate_limit_per_minute
+        # The largest page a list answers, whatever `limit` asks (PagerDuty's is 100);
+        # lower it to make a short list come in several pages.
+        self.page_limit = 100
         self.events: list[dict] = []  # accepted events: {event, dedup_key, applied, incident_id, time}
         self.incidents: dict[str, dict] = {}  # id -> incident (spec-shaped)
         self.notes: list[dict] = []  # {incident_id, content, from, note}
@@ -275,6 +278,7 @@ class PagerDutyStandIn(StandIn):
         if limit < 1 or offset < 0 or offset + limit > 10000:
             return self._rest_error(req, 400, "Invalid Input Provided", 2001,
                                     ["offset+limit must be ≤10000"])
+        limit = min(limit, self.page_limit)
         return Reply(200, {key: items[offset:offset + limit], "limit": limit,
                            "offset": offset, "more": offset + limit < len(items),
                            "total": len(items) if q.get("total") == "true" else None})
