@@ -34,6 +34,7 @@ for entry in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(entry))
 
 from ingest import (  # noqa: E402
+    CLK_TCK,
     PG_SERVER,
     ROUTING_KEY,
     TOKEN,
@@ -64,7 +65,7 @@ from collections import Counter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-_out = os.environ["STATEMENTS_OUT"]
+_out = f"{os.environ['STATEMENTS_OUT']}.{os.getpid()}"  # one file per replica
 _open = {}
 _totals = {"commits": 0, "rollbacks": 0, "statements": 0, "executemany": 0,
            "per_commit": Counter(), "kinds": Counter(), "autocommit_statements": 0,
@@ -149,6 +150,12 @@ def _pg_processes(dbname: str) -> dict[str, list[int]]:
     return {"postgres (bench db)": ours, "postgres (aux)": shared}
 
 
+def _machine_busy() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
 class GroupCpu:
     """utime+stime deltas of process groups (/proc/PID/stat); pids may come and go."""
 
@@ -157,7 +164,7 @@ class GroupCpu:
 
     def _read(self) -> dict[str, dict[int, float]]:
         mine = os.getpid()
-        out = {}
+        out = {"machine": {0: _machine_busy()}}
         for name, pids in self.groups().items():
             out[name] = {pid: (sum(os.times()[:2]) if pid == mine else cpu_seconds(pid))
                          for pid in pids}
@@ -175,6 +182,8 @@ class GroupCpu:
             # A process that appeared during the phase counts whole (it started in it).
             used = sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in pids.items())
             self.share[name] = used / wall
+        # Whatever else ran meanwhile (other test suites on a shared machine).
+        self.share["others"] = max(0.0, self.share.pop("machine") - sum(self.share.values()))
 
 
 # --- one replica count ---------------------------------------------------------------------------
@@ -251,6 +260,7 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
                                             deadline=args.phase_seconds, ok=202)
             if statements:
                 report.statements = statements_delta(before, statements_snapshot(env))
+                report.statements["replicas"] = n
             report.batched_alerts_s, report.batched_statuses = (batched.alerts_per_s,
                                                                 batched.statuses)
             report.batched_cpu = meter.share
@@ -301,10 +311,21 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
 
 
 def statements_snapshot(env: dict[str, str]) -> dict:
-    """The hooks' totals once they have been written after this moment."""
-    path = Path(env["STATEMENTS_OUT"])
+    """The hooks' totals, summed over the replicas, once written after this moment."""
+    out = Path(env["STATEMENTS_OUT"])
     time.sleep(1.1)  # the hooks write every 0.5 s
-    return json.loads(path.read_text()) if path.exists() else {}
+    total: dict = {}
+    for path in out.parent.glob(f"{out.name}.*"):
+        if path.suffix == ".tmp":
+            continue
+        for key, value in json.loads(path.read_text()).items():
+            if isinstance(value, dict):
+                bucket = total.setdefault(key, {})
+                for k, v in value.items():
+                    bucket[k] = bucket.get(k, 0) + v
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def statements_delta(before: dict, after: dict) -> dict:
@@ -364,7 +385,8 @@ def print_statements(s: dict) -> None:
     if not commits:
         print("statements: no commits recorded (hooks not loaded?)")
         return
-    print(f"\nstatements during the batched phase (1 replica, SQLAlchemy hooks): "
+    print(f"\nstatements during the batched phase ({s.get('replicas', 1)} replica(s), "
+          f"SQLAlchemy hooks): "
           f"{s['statements']:,} statements ({s.get('executemany', 0):,} executemany), "
           f"{commits:,} commits, {s.get('rollbacks', 0):,} read-only transactions ended "
           f"by rollback")
@@ -395,8 +417,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--phase-seconds", type=float, default=180.0, help="deadline per phase")
     p.add_argument("--drain-seconds", type=float, default=180.0)
     p.add_argument("--haproxy-threads", type=int, default=1)
-    p.add_argument("--statements", action="store_true",
-                   help="also count statements and round trips per commit (1 replica)")
+    p.add_argument("--statements", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="also count statements and round trips per commit, on N replicas "
+                        "(default 1)")
     args = p.parse_args(argv)
     args.replicas = [int(n) for n in args.replicas.split(",") if n.strip()]
     return args
@@ -416,7 +439,8 @@ async def main_async(args) -> int:
     counted = None
     failed = False
     with tempfile.TemporaryDirectory(prefix="oncall-scaleout-") as name:
-        runs = [(n, False) for n in args.replicas] + ([(1, True)] if args.statements else [])
+        runs = [(n, False) for n in args.replicas] + (
+            [(args.statements, True)] if args.statements else [])
         for n, statements in runs:
             tmp = Path(name) / f"{n}{'-statements' if statements else ''}"
             tmp.mkdir()
