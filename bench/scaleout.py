@@ -67,10 +67,7 @@ from sqlalchemy.engine import Engine
 
 _out = f"{os.environ['STATEMENTS_OUT']}.{os.getpid()}"  # one file per replica
 _open = {}
-_totals = {"commits": 0, "rollbacks": 0, "statements": 0, "executemany": 0,
-           "per_commit": Counter(), "kinds": Counter(), "autocommit_statements": 0,
-           "intake_commits": 0, "intake_statements": 0, "intake_per_commit": Counter(),
-           "intake_kinds": Counter()}
+_totals = {"statements": 0, "executemany": 0, "kinds": Counter(), "autocommit_statements": 0}
 _lock = threading.Lock()
 
 def _kind(sql):
@@ -84,22 +81,39 @@ def _kind(sql):
             return f"{verb} {words[upper.index(marker) + 1]}"
     return verb
 
-def _intake(kinds):
-    """A commit that wrote an alert occurrence is an intake (group) commit."""
-    return any(k in ("INSERT alertoccurrence", "UPDATE alertoccurrence") for k in kinds)
+def _role(kinds):
+    """Intake writes alert occurrences; the outbox reads and updates deliveries."""
+    if any(k.startswith(("INSERT alertoccurrence", "UPDATE alertoccurrence", "INSERT incident"))
+           for k in kinds):
+        return "intake"
+    if any(k.startswith(("SELECT delivery", "UPDATE delivery")) for k in kinds):
+        return "outbox"
+    return "other"
+
+def _end(conn, how):
+    with _lock:
+        kinds = _open.pop(id(conn.connection), None)
+        if kinds is None:
+            return
+        bucket = _totals.setdefault(f"{_role(kinds)} {how}", {
+            "transactions": 0, "statements": 0, "sizes": Counter(), "kinds": Counter()})
+        bucket["transactions"] += 1
+        bucket["statements"] += len(kinds)
+        bucket["sizes"][len(kinds)] += 1
+        bucket["kinds"].update(kinds)
 
 @event.listens_for(Engine, "before_cursor_execute")
 def _statement(conn, cursor, statement, parameters, context, executemany):
-    kind = _kind(statement)
+    kind = _kind(statement) + (" (executemany)" if executemany else "")
     with _lock:
         _totals["statements"] += 1
         _totals["executemany"] += bool(executemany)
         _totals["kinds"][kind] += 1
-        key = id(conn.connection)
-        if key in _open:
-            _open[key].append(kind + (" (executemany)" if executemany else ""))
-        else:
+        kinds = _open.get(id(conn.connection))
+        if kinds is None:
             _totals["autocommit_statements"] += 1
+        else:
+            kinds.append(kind)
 
 @event.listens_for(Engine, "begin")
 def _begin(conn):
@@ -108,21 +122,11 @@ def _begin(conn):
 
 @event.listens_for(Engine, "commit")
 def _commit(conn):
-    with _lock:
-        kinds = _open.pop(id(conn.connection), [])
-        _totals["commits"] += 1
-        _totals["per_commit"][len(kinds)] += 1
-        if _intake(k.removesuffix(" (executemany)") for k in kinds):
-            _totals["intake_commits"] += 1
-            _totals["intake_statements"] += len(kinds)
-            _totals["intake_per_commit"][len(kinds)] += 1
-            _totals["intake_kinds"].update(kinds)
+    _end(conn, "commit")
 
 @event.listens_for(Engine, "rollback")
 def _rollback(conn):
-    with _lock:
-        _open.pop(id(conn.connection), None)
-        _totals["rollbacks"] += 1
+    _end(conn, "rollback")
 
 def _dump():
     while True:
@@ -176,6 +180,7 @@ class GroupCpu:
 
     def __exit__(self, *exc: object) -> None:
         end, wall = self._read(), time.perf_counter() - self.wall
+        self.processes = {name: len(pids) for name, pids in end.items()}
         self.share = {}
         for name, pids in end.items():
             before = self.start.get(name, {})
@@ -201,6 +206,7 @@ class CountReport:
     pages_sent: int = 0
     pages_arrived: int = 0
     statements: dict | None = None
+    connections: int = 0  # the bench database's server backends after the batched phase
     log_summary: list[str] = field(default_factory=list)
 
 
@@ -264,6 +270,7 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
             report.batched_alerts_s, report.batched_statuses = (batched.alerts_per_s,
                                                                 batched.statuses)
             report.batched_cpu = meter.share
+            report.connections = meter.processes.get("postgres (bench db)", 0)
             with GroupCpu(groups) as meter:
                 singles = await closed_loop(poster, path, bodies_for(work.singles, webhook_body),
                                             concurrency=args.concurrency,
@@ -318,23 +325,26 @@ def statements_snapshot(env: dict[str, str]) -> dict:
     for path in out.parent.glob(f"{out.name}.*"):
         if path.suffix == ".tmp":
             continue
-        for key, value in json.loads(path.read_text()).items():
-            if isinstance(value, dict):
-                bucket = total.setdefault(key, {})
-                for k, v in value.items():
-                    bucket[k] = bucket.get(k, 0) + v
-            else:
-                total[key] = total.get(key, 0) + value
+        _add(total, json.loads(path.read_text()))
     return total
 
 
+def _add(into: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        else:
+            into[key] = into.get(key, 0) + value
+
+
 def statements_delta(before: dict, after: dict) -> dict:
-    def minus(key):
-        a, b = after.get(key, {}), before.get(key, {})
-        if isinstance(a, dict):
-            return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
-        return a - b
-    return {key: minus(key) for key in after}
+    out = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            out[key] = statements_delta(before.get(key, {}), value)
+        elif value - before.get(key, 0):
+            out[key] = value - before.get(key, 0)
+    return out
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -368,6 +378,8 @@ def print_report(reports: list[CountReport], args, counted: CountReport | None) 
     for r in reports:
         if not r.note:
             print(f"  {r.replicas} replica(s): {fmt_cpu(r.batched_cpu)}")
+    print("PostgreSQL connections to the bench database after the batched phase: "
+          + ", ".join(f"{r.replicas} replica(s) {r.connections}" for r in reports if not r.note))
     print("CPU during the single-request phase:")
     for r in reports:
         if not r.note:
@@ -381,26 +393,26 @@ def print_report(reports: list[CountReport], args, counted: CountReport | None) 
 
 
 def print_statements(s: dict) -> None:
-    commits = s.get("commits", 0)
-    if not commits:
-        print("statements: no commits recorded (hooks not loaded?)")
+    if not s.get("statements"):
+        print("statements: none recorded (hooks not loaded?)")
         return
     print(f"\nstatements during the batched phase ({s.get('replicas', 1)} replica(s), "
-          f"SQLAlchemy hooks): "
-          f"{s['statements']:,} statements ({s.get('executemany', 0):,} executemany), "
-          f"{commits:,} commits, {s.get('rollbacks', 0):,} read-only transactions ended "
-          f"by rollback")
-    intake = s.get("intake_commits", 0)
-    if intake:
-        per = s["intake_statements"] / intake
-        print(f"  intake (group) commits: {intake:,}, {per:.1f} statements each, so "
-              f"{per + 2:.1f} round trips with BEGIN and COMMIT")
-        histogram = sorted((int(k), v) for k, v in s.get("intake_per_commit", {}).items())
-        print("  statements in an intake commit: "
-              + ", ".join(f"{k}: {v}x" for k, v in histogram))
-        print("  statements of intake commits, by kind:")
-        for kind, n in sorted(s.get("intake_kinds", {}).items(), key=lambda kv: -kv[1])[:15]:
-            print(f"    {n:8,}  {kind}")
+          f"SQLAlchemy hooks): {s['statements']:,} ({s.get('executemany', 0):,} executemany, "
+          f"{s.get('autocommit_statements', 0):,} outside a transaction)")
+    print("  transactions by role (intake: writes alert occurrences; outbox: reads or updates "
+          "deliveries) and end; round trips = statements + BEGIN + COMMIT/ROLLBACK; a "
+          "statement is named by its verb and first table after INTO/FROM:")
+    for name in sorted(k for k, v in s.items() if isinstance(v, dict) and "transactions" in v):
+        b = s[name]
+        if not b.get("transactions"):
+            continue
+        per = b.get("statements", 0) / b["transactions"]
+        sizes = ", ".join(f"{k}: {v}x" for k, v in sorted((int(k), v) for k, v in
+                                                            b.get("sizes", {}).items()))
+        print(f"  {name}: {b['transactions']:,} transactions, {per:.1f} statements each "
+              f"({per + 2:.1f} round trips); sizes {sizes}")
+        for kind, n in sorted(b.get("kinds", {}).items(), key=lambda kv: -kv[1])[:12]:
+            print(f"      {n:7,}  {kind}")
     print("  all statements, by kind:")
     for kind, n in sorted(s.get("kinds", {}).items(), key=lambda kv: -kv[1])[:10]:
         print(f"    {n:8,}  {kind}")
