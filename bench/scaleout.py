@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -442,7 +442,7 @@ async def main_async(args) -> int:
     if problem:
         print(f"PostgreSQL at {PG_SERVER} unreachable: {problem}", file=sys.stderr)
         return 1
-    if subprocess.run(["sh", "-c", "command -v haproxy"], capture_output=True).returncode:
+    if shutil.which("haproxy") is None:
         print("haproxy not found: apt-get install haproxy", file=sys.stderr)
         return 1
     work = build_workload(args.batches, args.singles,
