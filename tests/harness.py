@@ -138,3 +138,60 @@ class BotProcess:
 
     def outbox_settled(self) -> bool:
         return not self.rows("SELECT id FROM delivery WHERE state = 'pending'")
+
+
+class LoadBalancer:
+    """HAProxy (Debian's package) in front of bot replicas: round robin, health checks
+    on /readyz, and a request a dead replica did not answer sent again to another one
+    (`retries`, `option redispatch`, `retry-on`), as a deployment's balancer would."""
+
+    def __init__(self, servers: list[str], *, directory: Path, threads: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = directory / "haproxy.cfg"
+        self.log_path = directory / "haproxy.log"
+        backends = "\n".join(
+            f"    server bot{i} {address.removeprefix('http://')} check inter 300 fall 2 rise 1"
+            for i, address in enumerate(servers))
+        self.config.write_text(f"""global
+    maxconn 1024
+    nbthread {threads}
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response response-timeout 503
+frontend intake
+    bind 127.0.0.1:{self.port}
+    default_backend bots
+backend bots
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{backends}
+""")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._listening, timeout=10, what="haproxy to listen")
+
+    def _listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"haproxy exited: {self.log_path.read_text(errors='replace')}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
