@@ -32,6 +32,7 @@ from bot.runbooks.templates import (
 OnStep = Callable[[int, StepOutcome], Awaitable[None]]
 _FAILED = ("failed", "error", "timeout")
 _WAIT_GRACE_S = 1.0  # wait_until ends itself at its timeout; this only catches a stuck attempt
+_WHAT_HAPPENED = {"failed": "failed", "error": "failed", "timeout": "timed out", "skipped": "did not run"}
 
 
 def configured(context: RunContext) -> frozenset[str]:
@@ -52,8 +53,9 @@ def unmet_prerequisites(runbooks: Mapping[str, Runbook], have: frozenset[str]) -
     for runbook in runbooks.values():
         missing = [name for name in runbook_needs(runbook) if name not in have]
         if missing:
-            lines.append(f"runbook {runbook.name} needs {_and(missing)}: its steps that do "
-                         "will be skipped until it is set")
+            lines.append(f"runbook {runbook.name} needs {_and(missing)}: until "
+                         f"{'it is' if len(missing) == 1 else 'they are'} set, its steps that use "
+                         f"{'it' if len(missing) == 1 else 'them'} are skipped")
     return lines
 
 
@@ -176,8 +178,7 @@ def _blame_earlier(step: Step, statuses: Mapping[str, str]) -> Observation | Non
                      if statuses.get(name, "passed") != "passed")
     if not earlier:
         return None
-    reasons = [f"step {name} " + ("did not run" if statuses[name] == "skipped" else statuses[name])
-               for name in earlier]
+    reasons = [f"step {name} {_WHAT_HAPPENED.get(statuses[name], statuses[name])}" for name in earlier]
     return Observation("skipped", f"skipped: {', '.join(reasons)}", {})
 
 

@@ -35,11 +35,9 @@ def log_webhook(source: str, status: int, *, alerts: int | None = None, opened: 
         fields.update(opened=list(opened), changed=sorted(changed))
     if reason is not None:
         fields["reason"] = reason
-    text = " ".join(f"{key}={value}" for key, value in fields.items() if key not in ("source", "status"))
-    verb = "accepted" if status < 400 else "refused"
-    webhook_log.log(logging.INFO if status < 400 else logging.WARNING,
-                    "webhook %s %s %s%s", source, verb, status, f": {text}" if text else "",
-                    extra={"webhook": fields})
+    # The fields go on the line as fields (JSON keys, or [k=v] in text): bot/logs.py.
+    webhook_log.log(logging.INFO if status < 400 else logging.WARNING, "webhook %s %s", source,
+                    "accepted" if status < 400 else "refused", extra={"webhook": fields})
 
 
 class Rejected(Exception):

