@@ -21,7 +21,7 @@ from bot.clock import utcnow
 from bot.db import Database
 from bot.domain.durations import parse_duration
 from bot.domain.incident import IncidentState
-from bot.incident_record import incident_detail, list_incidents
+from bot.incident_record import LIST_LIMIT, incident_detail, list_incidents
 from bot.settings import Settings
 
 # C0 and C1 controls, DEL, and the Unicode bidi embeddings/overrides/isolates.
@@ -56,6 +56,8 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no incidents" + (" match" if args.state or args.model or args.since else ""))
+    if len(rows) == LIST_LIMIT:
+        print(f"(the newest {LIST_LIMIT}: narrow with --since, --state or --model)")
     for row in rows:
         print(f"#{row['id']}  {row['state']:<12} {row['tier']:<6} {row['triggered_at'][:16]}  "
               f"model={printable(row['model'])}  {printable(row['title'])}")

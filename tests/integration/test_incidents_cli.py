@@ -46,6 +46,7 @@ def test_incidents_show_on_the_quick_start_explains_why_diagnostics_did_not_run(
     assert "runbook error-rate-high needs MLFLOW_TRACKING_URI and PROMETHEUS_URL" in bot.log()
     assert bot.post("alertmanager", example("alertmanager-firing.json")).status_code == 202
     assert bot.post("alertmanager", example("alertmanager-firing.json"), token="wrong").status_code == 401
+    assert bot.http.post("/webhooks/pagerduty", content=b"{}").status_code == 401  # no secret configured
     bot.until(lambda: finished_runs(bot), timeout=30, what="the diagnostics to finish")
     bot.until(lambda: bot.rows("SELECT id FROM timelineentry WHERE kind = 'diagnostics'"),
               what="the run's summary on the timeline")
@@ -79,7 +80,9 @@ def test_incidents_show_on_the_quick_start_explains_why_diagnostics_did_not_run(
                 for e in lines if e["logger"] == "bot.web.webhooks"]
     assert webhooks == [("alertmanager", 202, 1, [1], None),
                         ("alertmanager", 401, None, None,
-                         "missing or wrong bearer token in the Authorization header")]
+                         "missing or wrong bearer token in the Authorization header"),
+                        ("pagerduty", 401, None, None,
+                         "PAGERDUTY_WEBHOOK_SECRET is not configured, so no webhook can be verified")]
     assert bot_env["ALERT_WEBHOOK_TOKEN"] not in bot.log()
     assert not [e for e in lines if e["logger"].startswith("alembic")]
 
