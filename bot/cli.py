@@ -1,4 +1,5 @@
-"""oncall-bot: serve the bot, migrate its database, test routes, manage silences, report."""
+"""oncall-bot: serve the bot, migrate its database, test routes, manage silences, read
+incidents, report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from bot import logs
 from bot.cli_config import register as register_config
 from bot.cli_config import routes_test, startup_problems, unreachable_database
+from bot.cli_incidents import register as register_incidents
 from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
@@ -90,7 +92,10 @@ def _silence(settings: Settings, args: argparse.Namespace) -> int:
             print(f"silence #{silence.id} until {silence.ends_at:%Y-%m-%d %H:%M} UTC: "
                   f"{' '.join(silence.matchers)}")
         elif args.silence_command == "list":
-            for silence in list_silences(session=session, now=now):
+            silences = list_silences(session=session, now=now)
+            if not silences:
+                print("no active silences")
+            for silence in silences:
                 print(f"#{silence.id}  {' '.join(silence.matchers)}  ends in "
                       f"{format_duration(silence.ends_at - now)}  by {silence.created_by}"
                       f"{'  — ' + silence.comment if silence.comment else ''}")
@@ -131,8 +136,10 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP server and the delivery worker")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
+                       help="address to listen on (default: HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
+                       help="port to listen on (default: PORT, else 8080)")
     serve.set_defaults(run=_serve)
 
     db = commands.add_parser("db", help="database schema and retention")
@@ -145,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     routes_commands = routes.add_subparsers(dest="routes_command", required=True)
     test = routes_commands.add_parser(
         "test", help="which route, runbook and silence would these labels (or this payload) get?")
-    test.add_argument("labels", nargs="*", metavar="name=value")
+    test.add_argument("labels", nargs="*", metavar="name=value", help="the alert's labels")
     test.add_argument("--payload", type=Path, metavar="FILE",
                       help="a webhook body (Alertmanager, Grafana or generic JSON): each alert in it")
     test.add_argument("--source", choices=["auto", "alertmanager", "grafana", "generic"],
@@ -158,15 +165,17 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("matchers", nargs="+", metavar="matcher",
                      help='e.g. model="churn" severity=~"critical|page"')
     add.add_argument("--for", dest="duration", default="2h", help="how long (default 2h)")
-    add.add_argument("--comment", default="")
-    add.add_argument("--by", default=os.environ.get("USER", "cli"))
+    add.add_argument("--comment", default="", help="why, for whoever finds it later")
+    add.add_argument("--by", default=os.environ.get("USER", "cli"),
+                     help="who silences (default: $USER)")
     silence_commands.add_parser("list", help="silences in force")
     expire = silence_commands.add_parser("expire", help="end a silence now")
-    expire.add_argument("id", type=int)
+    expire.add_argument("id", type=int, help="the silence's number, as `silence list` shows it")
     silence.set_defaults(run=_silence)
     register_reports(commands)
     register_runbooks(commands)
     register_config(commands)
+    register_incidents(commands)
     demo = commands.add_parser(
         "demo", help="the whole story locally, from a checkout: bad model version → alert → page → "
                      "diagnostics → rollback")

@@ -89,18 +89,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     report.add_argument("--since", default="7d",
                         help="a duration before --until (7d, 24h) or an ISO time (default 7d)")
     report.add_argument("--until", help="ISO time the window ends (default now; UTC if no offset)")
-    report.add_argument("--format", choices=FORMATS, default="text")
+    report.add_argument("--format", choices=FORMATS, default="text", help="default text")
     report.add_argument("--out", type=Path, metavar="DIR",
                         help="write the report (and a Markdown report's chart) into DIR")
-    report.add_argument("--working-hours", default="09:00-18:00", metavar="HH:MM-HH:MM")
+    report.add_argument("--working-hours", default="09:00-18:00", metavar="HH:MM-HH:MM",
+                        help="pages outside them count as out of hours (default 09:00-18:00)")
     report.add_argument("--working-days", default="mon-fri", metavar="DAYS",
                         help="e.g. mon-fri, sun-thu, mon,wed,fri")
     report.add_argument("--timezone", default="UTC", help="of the working hours (IANA name)")
     report.set_defaults(run=_report)
 
     postmortem = subparsers.add_parser("postmortem", help="a postmortem draft of an incident")
-    postmortem.add_argument("id", type=int)
-    postmortem.add_argument("--out", type=Path, metavar="FILE")
+    postmortem.add_argument("id", type=int, help="the incident's number")
+    postmortem.add_argument("--out", type=Path, metavar="FILE", help="write the draft here (default: stdout)")
     postmortem.set_defaults(run=_postmortem)
 
 

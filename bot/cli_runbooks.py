@@ -102,11 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              help="runbook directory (default $ONCALL_RUNBOOKS or ./runbooks)")
         command.set_defaults(run=handler)
         if name == "run":
-            command.add_argument("name")
-            command.add_argument("--param", action="append", default=[], metavar="name=value")
+            command.add_argument("name", help="the runbook's name (its `name:` field)")
+            command.add_argument("--param", action="append", default=[], metavar="name=value",
+                                 help="a param's value (repeat for several)")
             command.add_argument("--label", action="append", default=[], metavar="name=value",
                                  help="an alert label, for params taken from labels")
-            command.add_argument("--annotation", action="append", default=[], metavar="name=value")
+            command.add_argument("--annotation", action="append", default=[], metavar="name=value",
+                                 help="an alert annotation the params may read (repeat for several)")
             command.add_argument("--dry-run", action="store_true", help="render and validate, run nothing")
             command.add_argument("--yes", action="store_true", help="allow a runbook that changes production")
     commands.add_parser("schema", help="the JSON Schema of a runbook file, for editors").set_defaults(run=_schema)

@@ -133,6 +133,10 @@ class Database:
         """Bring the schema to the newest migration (safe to run from several replicas).
         A schema newer than this code (another replica's upgrade) is left as it is."""
         config = _alembic_config()
+        # Alembic's INFO lines ("Context impl SQLiteImpl", "Will assume ...") say nothing an
+        # operator needs at each start; LOG_LEVEL=DEBUG (the root logger's level) shows them.
+        logging.getLogger("alembic").setLevel(
+            logging.NOTSET if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING)
         with self.writer.connect() as connection:
             stamped = MigrationContext.configure(connection).get_current_revision()
             connection.rollback()

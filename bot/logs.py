@@ -33,6 +33,9 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     for name in ACCESS_FIELDS:
         if hasattr(record, name):
             found[name] = getattr(record, name)
+    webhook = getattr(record, "webhook", None)  # bot/web/http.py log_webhook: JSON fields
+    if isinstance(webhook, dict):
+        found.update(webhook)
     return found
 
 

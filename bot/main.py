@@ -25,7 +25,7 @@ from bot.outbox import Backoff, Dispatcher, PageAlarm
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
 from bot.routing_file import load_routing
-from bot.runbooks import RunContext, load_runbooks
+from bot.runbooks import RunContext, configured, load_runbooks, unmet_prerequisites
 from bot.runs import RunWorker
 from bot.settings import Settings
 from bot.slack_app import Services, build_slack_app
@@ -130,6 +130,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(db.upgrade)
         for line in settings.disabled_deliveries():
+            log.warning(line)
+        for line in unmet_prerequisites(runbooks, configured(runs.context())):
             log.warning(line)
         if chat is not None:
             chat.start()

@@ -50,8 +50,10 @@ _ICONS = {"passed": "✅", "failed": "❌", "error": "⚠️", "timeout": "⏱�
 
 
 def summary(runbook: str, status: str, outcomes: list[StepResult] | list[StepOutcome]) -> str:
-    """One paragraph for the timeline and the PagerDuty note."""
-    lines = [f"{runbook}: {status}"]
+    """One paragraph for the timeline and the PagerDuty note; first, what was not set
+    when steps were skipped for it."""
+    missing = sorted({name for step in outcomes for name in (step.values or {}).get("missing", ())})
+    lines = [f"{runbook}: {status}" + (f" — steps skipped: {', '.join(missing)} not set" if missing else "")]
     for step in outcomes:
         first_line = (step.output or "").strip().splitlines()[:1]
         lines.append(f"{_ICONS.get(step.status, '•')} {step.name} ({step.status}, "

@@ -20,11 +20,47 @@ from bot.runbooks.format import Runbook, RunbookError, coerce
 from bot.runbooks.kinds.base import Observation, Step, StepError, StepIO
 from bot.runbooks.outcomes import RunResult, StepOutcome, cap, redact, run_status, secrets_from_environment
 from bot.runbooks.registry import RegistryError
-from bot.runbooks.templates import Pending, TemplateFailure, literal_prefix, render_value
+from bot.runbooks.templates import (
+    Pending,
+    TemplateFailure,
+    UndefinedReference,
+    literal_prefix,
+    referenced_steps,
+    render_value,
+)
 
 OnStep = Callable[[int, StepOutcome], Awaitable[None]]
 _FAILED = ("failed", "error", "timeout")
 _WAIT_GRACE_S = 1.0  # wait_until ends itself at its timeout; this only catches a stuck attempt
+_WHAT_HAPPENED = {"failed": "failed", "error": "failed", "timeout": "timed out", "skipped": "did not run"}
+
+
+def configured(context: RunContext) -> frozenset[str]:
+    """The prerequisite variables (what a kind's `needs` names) this context has."""
+    return frozenset(name for name, value in (("PROMETHEUS_URL", context.prometheus_url),
+                                              ("MLFLOW_TRACKING_URI", context.mlflow_uri)) if value)
+
+
+def runbook_needs(runbook: Runbook) -> list[str]:
+    """Every variable some step of the runbook cannot run without, in order of first need."""
+    return list(dict.fromkeys(name for step in runbook.steps for name in step.needs()))
+
+
+def unmet_prerequisites(runbooks: Mapping[str, Runbook], have: frozenset[str]) -> list[str]:
+    """One line per runbook that cannot fully work with only `have` set, for the start-up log:
+    "error-rate-high needs MLFLOW_TRACKING_URI and PROMETHEUS_URL"."""
+    lines = []
+    for runbook in runbooks.values():
+        missing = [name for name in runbook_needs(runbook) if name not in have]
+        if missing:
+            lines.append(f"runbook {runbook.name} needs {_and(missing)}: until "
+                         f"{'it is' if len(missing) == 1 else 'they are'} set, its steps that use "
+                         f"{'it' if len(missing) == 1 else 'them'} are skipped")
+    return lines
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def select_runbook(runbooks: Mapping[str, Runbook], name: str | None,
@@ -100,6 +136,7 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
     async with Fetcher(policy, resolver=context.resolver,
                        ssl_context=client_ssl_context(context.ca_bundle)) as fetch:
         io = StepIO(fetch=fetch, context=context)
+        have, statuses = configured(context), {}
         for index, step in enumerate(runbook.steps):
             started_at, started = context.clock(), time.monotonic()
             remaining = deadline - started
@@ -108,8 +145,12 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
             elif remaining <= 0:
                 seen = Observation("skipped", f"not run: the runbook's timeout ({runbook.timeout:g}s) "
                                               "ran out", {})
+            elif not dry_run and (missing := [name for name in step.needs() if name not in have]):
+                seen = Observation("skipped", f"skipped: needs {_and(missing)}, which is not set",
+                                   {"missing": missing})
             else:
-                seen = await _step(step, io, template_context, min(step.timeout, remaining), dry_run)
+                seen = await _step(step, io, template_context, min(step.timeout, remaining), dry_run,
+                                   statuses)
                 if seen.status == "timeout" and step.timeout > remaining:
                     seen = Observation("timeout", f"{seen.output} (the runbook's timeout, "
                                                   f"{runbook.timeout:g}s, ran out)", seen.values)
@@ -118,6 +159,7 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
                                   output=cap(redact(seen.output, secrets)),
                                   values=redact(seen.values, secrets))
             outcomes.append(outcome)
+            statuses[step.name] = seen.status
             if not dry_run:
                 exposed[step.name] = seen.values
             if seen.status in _FAILED and step.stop_on_failure and stopped_by is None:
@@ -126,6 +168,18 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
                 await on_step(index, outcome)
     return RunResult(runbook=runbook.name, params=dict(params), outcomes=tuple(outcomes),
                      status=run_status(outcomes))
+
+
+def _blame_earlier(step: Step, statuses: Mapping[str, str]) -> Observation | None:
+    """A step whose template reads an earlier step that did not pass fails because of it:
+    say so ("skipped: step what_changed did not run") instead of the undefined name."""
+    specs = [step.spec, *(inner.spec for inner in step.spec.values() if isinstance(inner, Step))]
+    earlier = sorted(name for spec in specs for name in referenced_steps(spec)
+                     if statuses.get(name, "passed") != "passed")
+    if not earlier:
+        return None
+    reasons = [f"step {name} {_WHAT_HAPPENED.get(statuses[name], statuses[name])}" for name in earlier]
+    return Observation("skipped", f"skipped: {', '.join(reasons)}", {})
 
 
 def literal_urls(runbook: Runbook) -> list[str]:
@@ -142,7 +196,7 @@ def literal_urls(runbook: Runbook) -> list[str]:
 
 
 async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], budget: float,
-                dry_run: bool) -> Observation:
+                dry_run: bool, statuses: Mapping[str, str]) -> Observation:
     try:
         spec = render_value(step.spec, template_context)
         action = step.prepare(spec, io.context, template_context)
@@ -155,6 +209,8 @@ async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], bud
         return Observation("timeout", f"timed out after {budget:g}s", {})
     except FetchRefused as exc:
         return Observation("failed", f"refused: {exc}", {})
+    except UndefinedReference as exc:
+        return _blame_earlier(step, statuses) or Observation("error", str(exc), {})
     except (TemplateFailure, StepError, RegistryError, FetchError) as exc:
         return Observation("error", str(exc), {})
     except Exception as exc:  # unreachable services, a plugin's bug: this step's error, not the run's

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, meta, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 CONTEXT_NAMES = frozenset({"alert", "incident", "params", "steps"})
@@ -51,6 +51,10 @@ class Pending(str):
 
 class TemplateFailure(Exception):
     """A template that does not parse, names something undefined, or was refused by the sandbox."""
+
+
+class UndefinedReference(TemplateFailure):
+    """A template read a value that is not there (often an earlier step's that did not pass)."""
 
 
 class BadValue(ValueError):
@@ -143,6 +147,8 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
         raise TemplateFailure(str(exc)) from None
     except SecurityError as exc:
         raise TemplateFailure(f"template {text!r} refused by the sandbox: {exc}") from None
+    except UndefinedError as exc:
+        raise UndefinedReference(f"template {text!r}: {exc}") from None
     except TemplateError as exc:
         raise TemplateFailure(f"template {text!r}: {exc}") from None
     except Exception as exc:  # e.g. TypeError "no loader" for {% include %}, ZeroDivisionError
@@ -178,6 +184,18 @@ def template_problems(text: str, *, params: set[str], earlier_steps: set[str]) -
         elif root == "steps" and attribute not in earlier_steps:
             problems.append(f"step {attribute!r} is not an earlier step")
     return problems
+
+
+def referenced_steps(value: Any) -> set[str]:
+    """The earlier steps (`steps.NAME…`) the templates inside `value` read."""
+    found = set()
+    for _key, text in template_strings(value, ""):
+        try:
+            tree = _ENV.parse(text)
+        except TemplateError:
+            continue
+        found.update(attribute for root, attribute in _attribute_references(tree) if root == "steps")
+    return found
 
 
 def _attribute_references(tree: nodes.Template) -> Iterator[tuple[str, str]]:

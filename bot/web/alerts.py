@@ -27,7 +27,7 @@ from bot.db import is_transient
 from bot.intake import PARSERS, PayloadError
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
-from bot.web.http import Rejected, check_token, decode_json, error_response, read_body
+from bot.web.http import Rejected, check_token, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
 PREFIX = "/webhooks/"
@@ -70,6 +70,7 @@ class AlertWebhooks:
                                problems=exc.problems) from None
         except Rejected as exc:
             self.metrics.rejected.labels(source, exc.reason).inc()
+            log_webhook(source, exc.status, reason=str(exc))
             return error_response(exc.status, str(exc), **exc.extra)
         try:
             result = await self.pipeline.ingest(alerts)
@@ -79,11 +80,13 @@ class AlertWebhooks:
             log.warning("database unavailable while ingesting %s alerts: %s", source,
                         type(exc).__name__)
             self.metrics.rejected.labels(source, "unavailable").inc()
+            log_webhook(source, 503, reason="the incident database is unavailable")
             return error_response(503, "the incident database is unavailable; retry later",
                                   headers={"Retry-After": "5"})
         for alert in alerts:
             self.metrics.alerts.labels(source, alert.status.value).inc()
         self.metrics.ingest_seconds.labels(source).observe(time.perf_counter() - started)
+        log_webhook(source, 202, alerts=len(alerts), opened=result.opened, changed=result.changed)
         return JSONResponse(
             {"accepted": len(alerts), "incidents_opened": result.opened,
              "incidents_changed": sorted(result.changed)},

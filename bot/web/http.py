@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from itertools import accumulate
 
 from fastapi.responses import JSONResponse
@@ -19,6 +20,24 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+webhook_log = logging.getLogger("bot.web.webhooks")
+
+
+def log_webhook(source: str, status: int, *, alerts: int | None = None, opened: Sequence[int] = (),
+                changed: Collection[int] = (), reason: str | None = None) -> None:
+    """One line per webhook accepted or refused, for an operator wondering whether an
+    alert arrived. Never the body nor a header: both are the sender's (tokens, attacker
+    text); `reason` is our own refusal message."""
+    fields: dict[str, object] = {"source": source, "status": status}
+    if alerts is not None:
+        fields["alerts"] = alerts
+    if alerts is not None or changed:
+        fields.update(opened=list(opened), changed=sorted(changed))
+    if reason is not None:
+        fields["reason"] = reason
+    # The fields go on the line as fields (JSON keys, or [k=v] in text): bot/logs.py.
+    webhook_log.log(logging.INFO if status < 400 else logging.WARNING, "webhook %s %s", source,
+                    "accepted" if status < 400 else "refused", extra={"webhook": fields})
 
 
 class Rejected(Exception):

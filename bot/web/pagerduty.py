@@ -30,7 +30,7 @@ from bot.incident_actions import ActionRefused, Actor, acknowledge, locked_by_ke
 from bot.models import Incident, TimelineEntry, WebhookReceipt
 from bot.pipeline import Pipeline
 from bot.store import DeliveryPolicy
-from bot.web.http import Rejected, decode_json, error_response, read_body
+from bot.web.http import Rejected, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,15 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
             action = _ACTIONS.get(event["event_type"])
             key = event["data"].get("incident_key")
             if action is None or not isinstance(key, str):
+                log_webhook("pagerduty", 202, reason="event type not acted on")
                 return JSONResponse({"ignored": f"{event['event_type']} is not acted on"},
                                     status_code=202)
             occurred = _occurred_at(event)
         except Rejected as exc:
+            log_webhook("pagerduty", exc.status, reason=str(exc))
             return error_response(exc.status, str(exc), **exc.extra)
         receipt = _receipt(event["id"])
+        changed: list[int] = []
 
         def apply(session: Session, now: datetime) -> str:
             if session.get(WebhookReceipt, receipt) is not None:
@@ -136,10 +139,12 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
                 return (f"ignored: it happened before incident #{incident.id} reopened "
                         f"({reopened:%Y-%m-%d %H:%M:%S} UTC)")
             perform = acknowledge if action == "acknowledge" else resolve
+            changed[:] = [incident.id]
             try:
                 return perform(incident, session=session, policy=policy, now=now,
                                actor=_actor(event)).message
             except ActionRefused as exc:
+                changed.clear()
                 return f"nothing to do: {exc}"
 
         try:
@@ -149,6 +154,10 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
         except SQLAlchemyError as exc:
             if not is_transient(exc):
                 raise
+            log_webhook("pagerduty", 503, reason="the incident database is unavailable")
             return error_response(503, "the incident database is unavailable; retry later",
                           headers={"Retry-After": "5"})
+        # Our own outcome, up to its first colon (the rest may quote people's names).
+        log_webhook("pagerduty", 202, changed=changed,
+                    reason=None if changed else outcome.split(":")[0])
         return JSONResponse({"result": outcome}, status_code=202)

@@ -33,7 +33,7 @@ from bot.runbooks import (
     select_runbook,
 )
 from bot.runbooks.checks import check_json, compare, lookup
-from bot.runbooks.engine import literal_urls
+from bot.runbooks.engine import configured, literal_urls, unmet_prerequisites
 from bot.runbooks.fetch import (
     Fetcher,
     FetchError,
@@ -650,3 +650,57 @@ def test_the_json_schema_refuses_what_lint_refuses(tmp_path, step):
     data = {"version": 1, "name": "x", "steps": [step]}
     assert problems_of(tmp_path, yaml.safe_dump(data))
     assert not jsonschema.Draft202012Validator(json_schema()).is_valid(data)
+
+
+# --- prerequisites ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("step, needs", [
+    ({"kind": "prometheus", "query": "up"}, ("PROMETHEUS_URL",)),
+    ({"kind": "prometheus", "query": "up", "url": "http://prom.internal:9090"}, ()),
+    ({"kind": "mlflow", "action": "get_alias", "model": "churn"}, ("MLFLOW_TRACKING_URI",)),
+    ({"kind": "http", "url": "{{ alert.annotations.health_url }}"}, ()),
+    ({"kind": "note", "message": "hi"}, ()),
+    ({"kind": "wait_until", "step": {"name": "inner", "kind": "prometheus", "query": "up"}}, ("PROMETHEUS_URL",)),
+])
+def test_each_kind_says_which_variables_its_step_needs(step, needs):
+    (loaded,) = runbook_of(steps=[{"name": "s", **step}]).steps
+    assert loaded.needs() == needs
+
+
+def test_at_start_each_runbook_that_cannot_work_is_named_with_what_it_needs():
+    needs_both = runbook_of(name="error-rate-high", steps=[
+        {"name": "a", "kind": "mlflow", "action": "get_alias", "model": "m"},
+        {"name": "b", "kind": "prometheus", "query": "up"}, {"name": "c", "kind": "prometheus", "query": "up"}])
+    fine = runbook_of(name="notes-only")
+    runbooks = {"error-rate-high": needs_both, "notes-only": fine}
+    assert unmet_prerequisites(runbooks, frozenset()) == [
+        "runbook error-rate-high needs MLFLOW_TRACKING_URI and PROMETHEUS_URL: until they are set, "
+        "its steps that use them are skipped"]
+    have = configured(RunContext(prometheus_url="http://p", mlflow_uri="http://m", environ={}))
+    assert unmet_prerequisites(runbooks, have) == []
+
+
+def test_steps_without_their_service_are_skipped_naming_the_variable_and_their_dependants_say_why():
+    runbook = runbook_of(steps=[
+        {"name": "what_changed", "kind": "mlflow", "action": "what_changed", "model": "churn"},
+        {"name": "matches", "kind": "python", "callable": "bot.runbooks.library:compare_versions",
+         "args": {"reported": "7", "serving": "{{ steps.what_changed.current_version }}", "model": "churn"}},
+        {"name": "rate", "kind": "prometheus", "query": "up"},
+        {"name": "summary", "kind": "note", "message": "v{{ steps.what_changed.current_version | default('?') }}"}])
+    result = run_sync(runbook)
+    assert [(o.status, o.output) for o in result.outcomes] == [
+        ("skipped", "skipped: needs MLFLOW_TRACKING_URI, which is not set"),
+        ("skipped", "skipped: step what_changed did not run"),
+        ("skipped", "skipped: needs PROMETHEUS_URL, which is not set"),
+        ("passed", "v?")]
+    assert result.outcomes[0].values == {"missing": ["MLFLOW_TRACKING_URI"]}
+
+
+def test_a_step_reading_a_failed_steps_value_names_that_step_not_an_undefined_value():
+    runbook = runbook_of(steps=[
+        {"name": "boom", "kind": "python", "callable": "no_such_module:f"},
+        {"name": "after", "kind": "note", "message": "got {{ steps.boom.value }}"},
+        {"name": "typo", "kind": "note", "message": "got {{ alert.labels.missing }}"}])
+    outcomes = run_sync(runbook).outcomes
+    assert (outcomes[1].status, outcomes[1].output) == ("skipped", "skipped: step boom failed")
+    assert outcomes[2].status == "error" and "missing" in outcomes[2].output  # no earlier step to blame

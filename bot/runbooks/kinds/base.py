@@ -112,6 +112,12 @@ class StepSpec(BaseModel):
         return []
 
     @classmethod
+    def needs(cls, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        """The environment variables this step cannot run without, from its spec as
+        written (a pure function: the start-up report and the run's skip both use it)."""
+        return ()
+
+    @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,
                 template_context: Mapping[str, Any]) -> Any:
         """The action for `step` from its rendered `spec`; raises StepError when a value is unusable."""
@@ -140,6 +146,9 @@ class Step:
 
     def prepare(self, spec: Mapping[str, Any], context: RunContext, template_context: Mapping[str, Any]):
         return self.kind_of.prepare(self, spec, context, template_context)
+
+    def needs(self) -> tuple[str, ...]:
+        return self.kind_of.needs(self.spec)
 
 
 class StepError(Exception):

@@ -60,6 +60,10 @@ class MlflowStep(StepSpec):
             yield ".action", "set_alias changes production: the runbook must declare changes_production: true"
 
     @classmethod
+    def needs(cls, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("MLFLOW_TRACKING_URI",)
+
+    @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,
                 template_context: Mapping[str, Any]) -> RegistryAction:
         if not context.mlflow_uri:

@@ -81,6 +81,10 @@ class PrometheusStep(StepSpec):
                                  "a selector) or | promql_duration (inside [...])")
 
     @classmethod
+    def needs(cls, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        return () if spec.get("url") else ("PROMETHEUS_URL",)
+
+    @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,
                 template_context: Mapping[str, Any]) -> PromQuery:
         base_url = spec.get("url") or context.prometheus_url

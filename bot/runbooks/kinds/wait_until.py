@@ -32,6 +32,11 @@ class WaitUntilStep(StepSpec):
         return [(".step", raw.get("step"))]
 
     @classmethod
+    def needs(cls, spec: Mapping[str, Any]) -> tuple[str, ...]:
+        inner = spec.get("step")
+        return inner.needs() if isinstance(inner, Step) else ()
+
+    @classmethod
     def prepare(cls, step: Step, spec: Mapping[str, Any], context: RunContext,
                 template_context: Mapping[str, Any]) -> WaitUntil:
         inner: Step = spec["step"]
