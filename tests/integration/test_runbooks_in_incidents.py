@@ -123,7 +123,8 @@ def test_diagnostics_in_the_thread_then_a_confirmed_rollback_moves_the_alias(
     shown = json.dumps(reply["blocks"])
     assert "error-rate-high" in shown and "what_changed" in shown
     assert f"serves v{bad}" in shown and f"v{good}" in shown  # what changed: the version now
-    assert len(slack.calls("chat.update")) >= 1  # the reply was edited as steps finished
+    # The reply shows the finished run; whether it got there by edits or was first posted
+    # after the run ended depends on timing (edits coalesce), so no count of chat.update.
     (note,) = pagerduty.notes
     assert "error-rate-high" in note["content"]
     (entry,) = bot.rows("SELECT detail FROM timelineentry WHERE kind = 'diagnostics'")
