@@ -20,8 +20,6 @@ from bot.models import Delivery, Incident, RunbookRun, TimelineEntry
 
 _DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
-
-
 # The outbox's targets in the order they are claimed: pages first, since a human
 # waiting to be woken matters more than a note or a Slack edit.
 TARGETS = ("pagerduty", "pagerduty_rest", "slack")
@@ -276,7 +274,6 @@ def announce_pages(channel: str, pages: Sequence[PendingPage], text: str, *, ses
                                   kind="page_undelivered",
                                   detail=f"PagerDuty has not taken the page; said so in {channel}"))
     return True
-
 
 
 _PENDING_OF = select(func.count(), func.min(Delivery.created_at)).where(
