@@ -18,7 +18,7 @@ from bot.store.incidents import (
     side_page,
     side_pages,
 )
-from bot.store.intake import IngestResult, active_silences, apply_alerts
+from bot.store.intake import IngestResult, apply_alerts
 from bot.store.outbox import (
     TARGETS,
     OutboxStats,
@@ -43,7 +43,7 @@ from bot.store.reads import (
 
 __all__ = [
     "OPEN_STATES", "TARGETS", "AlertSummary", "DeliveryPolicy", "IngestResult", "Outcome",
-    "OutboxStats", "active_silences", "add_timeline", "announce_pages", "apply_alerts",
+    "OutboxStats", "add_timeline", "announce_pages", "apply_alerts",
     "due_deliveries", "earlier_post_attempt", "incident_counts", "incident_with_alerts",
     "lease_deliveries", "outbox_stats", "owe", "pages_owed_since", "pending_pages",
     "pending_syncs", "promote", "record_outcomes", "release_leases", "request_run", "resolve",

@@ -90,7 +90,7 @@ _WRITE_BACK = (
 )
 
 
-def active_silences(*, session: Session, now: datetime) -> list[intake.SilenceFacts]:
+def _active_silences(*, session: Session, now: datetime) -> list[intake.SilenceFacts]:
     rows = session.exec(_ACTIVE_SILENCES, params={"now": now}).all()  # type: ignore[call-overload]
     return [intake.SilenceFacts(id_, tuple(Matcher.parse(m) for m in matchers), starts, ends)
             for id_, matchers, starts, ends in rows]
@@ -132,7 +132,7 @@ def apply_alerts(
 def _load(routed: Sequence[Sequence[intake.Routed]], *, session: Session,
           routing: RoutingConfig, now: datetime, rows: dict[int, Incident]) -> intake.Facts:
     """Read what the plan needs, a statement per kind (chunked)."""
-    silences = active_silences(session=session, now=now)
+    silences = _active_silences(session=session, now=now)
     open_: dict[str, IncidentFacts] = {}
     hashes = sorted({item.ghash for batch in routed for item in batch})
     for chunk in _chunks(hashes):
