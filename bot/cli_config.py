@@ -147,5 +147,5 @@ def _silences(settings: Settings) -> list | str:  # type: ignore[type-arg]
 def _silenced(silences: list | str, labels: Mapping[str, str]) -> str:  # type: ignore[type-arg]
     if isinstance(silences, str):
         return silences
-    hit = next((sid for sid, matchers in silences if match_all(matchers, labels)), None)
+    hit = next((s.id for s in silences if match_all(s.matchers, labels)), None)
     return f"#{hit}: recorded, not paged or posted" if hit is not None else "none"

@@ -23,11 +23,12 @@ from bot import store
 from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database, is_transient
 from bot.domain.alert import Alert
+from bot.domain.incident import DeliveryPolicy
 from bot.domain.ratelimit import LoadAverage
 from bot.domain.routing import RoutingConfig
 from bot.models import Delivery
 from bot.runbooks import Runbook
-from bot.store import DeliveryPolicy, IngestResult
+from bot.store import IngestResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

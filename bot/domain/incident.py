@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from bot.domain.alert import Alert
+from bot.domain.messages import MESSAGE_TEXT, cut, shorten
+from bot.domain.pages import trigger_payload
+from bot.domain.routing import Tier
 
 
 class IncidentState(StrEnum):
@@ -52,6 +59,18 @@ def transition(state: IncidentState, action: Action) -> IncidentState | None:
 def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
     """Alerts with equal values of the group_by labels belong to one open incident."""
     return ",".join(f"{name}={labels.get(name, '')}" for name in group_by)
+
+
+def describe(alert: Alert) -> str:
+    """An incident's title from its alert; a label value is cut to 100 characters, so an
+    overlong one cannot push the summary out of what Slack shows."""
+    who = " ".join(
+        f"{name}={shorten(value, 100)}"
+        for name, value in (("model", alert.model), ("version", alert.version),
+                            ("env", alert.environment))
+        if value
+    )
+    return f"{shorten(alert.alertname or 'alert', 100)} {who}".strip() + f": {alert.summary}"
 
 
 def group_hash(key: str) -> str:
@@ -103,3 +122,109 @@ def owed_for_change(
         if reply or change in ("joined", "refired", "reopened", "promoted"):
             owed.append(Owed("slack", "reply"))
     return owed
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Which outside systems are configured; nothing is owed to one that is not."""
+
+    slack: bool
+    pagerduty: bool
+    default_channel: str
+    pagerduty_notes: bool = False  # REST API configured: diagnostics go on the page as a note
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFacts:
+    """What the decisions read of an incident (the store's row, as plain values)."""
+
+    id: int
+    key: str
+    group_key: str
+    group_hash: str
+    title: str
+    state: IncidentState
+    tier: str
+    route: str
+    source: str
+    triggered_at: datetime
+    team: str | None = None
+    runbook: str | None = None
+    channel: str | None = None
+    model: str | None = None
+    version: str | None = None
+    environment: str | None = None
+    severity: str | None = None
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    silence_id: int | None = None
+    paged: bool = False
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    reopen_count: int = 0
+    alert_count: int = 0
+
+
+PAGE_SKIPPED = "not paged: PagerDuty is not configured"
+# The fields a decision may change, and so the ones the store writes back.
+CHANGEABLE = ("state", "tier", "paged", "acknowledged_at", "acknowledged_by", "resolved_at",
+              "resolved_by", "reopen_count", "alert_count")
+
+
+@dataclass(frozen=True, slots=True)
+class OwedDelivery:
+    """A delivery to write to the outbox: `first_in_line` when nothing can be owed
+    before it for its incident (a new incident's page), so it may go out at commit."""
+
+    incident_id: int
+    target: str
+    action: str
+    payload: Mapping[str, Any]
+    first_in_line: bool = False
+
+
+def deliveries_owed(incident: IncidentFacts, change: str, policy: DeliveryPolicy, *,
+                    reply: str | None = None, from_pager: bool = False,
+                    ) -> tuple[list[OwedDelivery], bool]:
+    """The deliveries `change` owes given what is configured, and whether a page was
+    owed that PagerDuty, not being configured, cannot take (the timeline says so)."""
+    tier = Tier(incident.tier)
+    owed = owed_for_change(
+        change,
+        pages=tier.pages and incident.silence_id is None,
+        posts=tier.posts and incident.silence_id is None,
+        paged_before=incident.paged,
+        reply=reply is not None,
+        from_pager=from_pager,
+    )
+    written, skipped = [], False
+    for item in owed:
+        if item.target == "pagerduty" and not policy.pagerduty:
+            skipped = skipped or item.action == "trigger"
+            continue
+        if item.target == "slack" and not policy.slack:
+            continue
+        written.append(OwedDelivery(incident.id, item.target, item.action,
+                                    _payload(incident, item, reply)))
+    return written, skipped
+
+
+def _payload(incident: IncidentFacts, item: Owed, reply: str | None) -> dict[str, Any]:
+    if item.target == "pagerduty":
+        body: dict[str, Any] = {"dedup_key": incident.key}
+        if item.action == "trigger":
+            body["payload"] = trigger_payload(
+                title=incident.title,
+                severity=incident.severity,
+                model=incident.model,
+                environment=incident.environment,
+                alertname=incident.labels.get("alertname", ""),
+                incident_id=incident.id,
+                labels=incident.labels,
+                source=incident.source,
+            )
+        return body
+    if item.action == "reply":  # escaped here unless built with md, and cut to Slack's limit
+        return {"text": cut(reply or "", MESSAGE_TEXT)}
+    return {}

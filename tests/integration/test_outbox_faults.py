@@ -217,9 +217,9 @@ def test_metrics_queries_read_an_index_not_the_table(database_url, query):
     (on PostgreSQL with sequential scans priced out, since tiny tables favour them)."""
     db = database(database_url)
     statement, params = {
-        "pending": (store._PENDING_OF, {"target": "slack"}),
-        "failed": (store._FAILED_OF, {"target": "slack"}),
-        "pages": (store._PAGES_OWED_SINCE, {"since": utcnow() - timedelta(minutes=5)}),
+        "pending": (store.outbox._PENDING_OF, {"target": "slack"}),
+        "failed": (store.outbox._FAILED_OF, {"target": "slack"}),
+        "pages": (store.outbox._PAGES_OWED_SINCE, {"since": utcnow() - timedelta(minutes=5)}),
     }[query]
     with db.writer.connect() as connection:
         compiled = statement.compile(dialect=connection.dialect)

@@ -208,8 +208,8 @@ def test_the_bot_prunes_periodically(bot_env, tmp_path):
 
 _PLANS = {
     # statement, its parameters, the index SQLite must search (not scan)
-    "open incident counts": (store._OPEN_COUNTS, {}, "ix_incident_state"),
-    "reopen candidates": (store._REOPENABLE, {"hashes": ["a", "b"], "since": NOW},
+    "open incident counts": (store.reads._OPEN_COUNTS, {}, "ix_incident_state"),
+    "reopen candidates": (store.intake._REOPENABLE, {"hashes": ["a", "b"], "since": NOW},
                           "ix_incident_reopen"),
     **{f"old {kind}": (statement, {"cutoff": NOW, "limit": 1000}, index)
        for (kind, (_table, statement)), index in zip(_OLD_ROWS.items(), (
