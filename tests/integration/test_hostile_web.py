@@ -131,12 +131,13 @@ def test_a_signed_resolve_replayed_under_a_new_webhook_id_after_a_reopen_changes
 
 # -- 9. Open intake by default ---------------------------------------------------------
 
-def _serve(tmp_path: Path, host: str, **env: str) -> subprocess.Popen[str]:
+def _serve(tmp_path: Path, host: str, port: int | None = None,
+           **env: str) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith(("SLACK_", "PAGERDUTY_", "ALERT_", "ONCALL_"))}
     environment.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'oncall.db'}", **env})
     return subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--host", host, "--port", str(free_port())],
+        [sys.executable, "-m", "bot", "serve", "--host", host, "--port", str(port or free_port())],
         env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
 
@@ -157,10 +158,20 @@ def test_more_than_two_alert_webhook_tokens_stop_the_process_naming_the_variable
 
 
 def test_serve_on_a_public_address_starts_with_the_explicit_opt_in(tmp_path):
-    process = _serve(tmp_path, "0.0.0.0", ALERT_WEBHOOK_ALLOW_UNAUTHENTICATED="true")
+    port = free_port()
+    process = _serve(tmp_path, "0.0.0.0", port, ALERT_WEBHOOK_ALLOW_UNAUTHENTICATED="true")
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            return True
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        wait_for(lambda: (tmp_path / "oncall.db").exists() or process.poll() is not None,
-                 timeout=60, what="the bot to start")
+        # Serving, not merely started: the warning is printed before the port is bound.
+        wait_for(answering, timeout=60, what="the bot to answer")
         assert process.poll() is None
     finally:
         process.terminate()
