@@ -28,9 +28,11 @@ from bot.routing_file import load_routing
 from bot.runbooks import RunContext, configured, load_runbooks, unmet_prerequisites
 from bot.runs import RunWorker
 from bot.settings import Settings
-from bot.slack_app import Services, build_slack_app
+from bot.slack_app import build_slack_app
 from bot.store import DeliveryPolicy
-from bot.timers import TimerService
+from bot.store.leader import LeaderLock
+from bot.timers import LEADER_APPLICATION_NAME, LEADER_LOCK, TimerService
+from bot.usecases import UseCases
 from bot.web import alerts, health, slack_events
 from bot.web import pagerduty as pagerduty_webhook
 from bot.web.access import AccessMiddleware
@@ -114,16 +116,19 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         escalation_policy_ids=settings.id_list(settings.pagerduty_escalation_policy_ids),
         schedule_ids=settings.id_list(settings.pagerduty_schedule_ids),
     ) if settings.pagerduty_api_token else None
-    timers = TimerService(db, pipeline=pipeline, routing=routing, policy=policy, oncall=oncall,
-                          reconcile_seconds=settings.timer_reconcile_seconds)
+    usecases = UseCases(
+        pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
+        gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall)
+        if chat is not None else None,
+        runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri)
+    timers = TimerService(
+        usecases, leader=LeaderLock(db, key=LEADER_LOCK, application_name=LEADER_APPLICATION_NAME),
+        jobstore_engine=db.jobstore_engine, routing=routing,
+        reconcile_seconds=settings.timer_reconcile_seconds)
     slack_app = build_slack_app(
         signing_secret=settings.slack_signing_secret.get_secret_value()
         if settings.slack_signing_secret else "",
-        client=chat.client,
-        services=Services(
-            pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
-            gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri),
+        client=chat.client, usecases=usecases,
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
@@ -168,16 +173,17 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                   openapi_url=None)
     app.state.db = db
     app.state.pipeline = pipeline
+    app.state.usecases = usecases
     app.state.dispatcher = dispatcher
     app.state.timers = timers
     app.state.runs = runs
     alerts.register(
-        app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
+        app, usecases=usecases, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,
     )
     health.register(app, db=db, metrics=metrics)
     pagerduty_webhook.register(
-        app, pipeline=pipeline, policy=policy,
+        app, usecases=usecases,
         secret=settings.pagerduty_webhook_secret.get_secret_value().encode()
         if settings.pagerduty_webhook_secret else None,
     )

@@ -15,6 +15,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.domain.answers import (
+    handoff_digest_text,
+    incident_detail_text,
+    incident_list_text,
+    on_call_text,
+    silence_created_text,
+    silence_ended_text,
+    silence_list_text,
+)
 from bot.domain.commands import CommandError, parse_command
 from bot.domain.messages import (
     CONTEXT_TEXT,
@@ -26,28 +35,21 @@ from bot.domain.messages import (
     RunStepView,
     RunView,
     cut,
-    handoff_digest_text,
-    incident_detail_text,
-    incident_list_text,
     incident_message,
     link,
     md,
     mention,
     mrkdwn_text,
-    on_call_text,
     run_message,
     safe_url,
-    silence_created_text,
-    silence_ended_text,
-    silence_list_text,
     thread_reply,
 )
 from bot.domain.permissions import Guarded, who_may
 from bot.domain.routing import Permissions
 from bot.domain.scorecard import IncidentFacts, compute
-from bot.incident_actions import ActionRefused
 from bot.reports import weekly_post
 from bot.slack_app.commands import answer_text
+from bot.usecases import ActionRefused
 from bot.web.pagerduty import _actor
 from tests.standins.slack import block_problems, control_sequences
 
