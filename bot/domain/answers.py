@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.domain.durations import format_duration
-from bot.domain.messages import Mrkdwn, actor_mrkdwn, md, md_join, render_blocks
+from bot.domain.messages import (
+    MESSAGE_TEXT,
+    Mrkdwn,
+    actor_mrkdwn,
+    cut,
+    md,
+    md_join,
+    render_blocks,
+)
 
 
 class IncidentRow(Protocol):
@@ -155,4 +163,5 @@ def rollback_preview(view: RollbackView) -> tuple[Mrkdwn, list[dict[str, Any]]]:
               "minutes.", view.model, view.alias, view.current, view.target,
               md(" ({})", view.source) if view.source else Mrkdwn(""), view.runbook, steps,
               view.minutes)
-    return text, render_blocks("slack/rollback_preview.json.j2", v=view, text=text)
+    return cut(text, MESSAGE_TEXT), render_blocks("slack/rollback_preview.json.j2", v=view,
+                                                  text=text)

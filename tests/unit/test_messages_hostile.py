@@ -12,14 +12,18 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from bot.domain.answers import (
+    RollbackView,
     handoff_digest_text,
     incident_detail_text,
     incident_list_text,
     on_call_text,
+    rollback_preview,
+    runbook_list_text,
     silence_created_text,
     silence_ended_text,
     silence_list_text,
@@ -257,6 +261,22 @@ def test_lists_timelines_silences_and_digests_escape_every_value(value):
     for text in texts:
         assert_safe(answer_text(text), limit=LONG_MESSAGE_TEXT)
         assert answer_text(text) == cut(text, LONG_MESSAGE_TEXT)  # Mrkdwn is not escaped twice
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v[:20]))
+def test_a_rollback_preview_and_the_runbook_list_escape_every_value(value):
+    text, blocks = rollback_preview(RollbackView(
+        confirmation_id="abcdefghijklmnop1234", model=value, alias=value, current=value,
+        target=value, runbook=value, steps=[(value, value)] * 30, source=value, minutes=10))
+    assert_safe(text)
+    assert block_problems(blocks) == []
+    assert live_sequences(blocks[0]["text"]["text"]) == []
+    confirm = blocks[1]["elements"][0]
+    assert confirm["value"] == "abcdefghijklmnop1234"
+    assert confirm["text"]["type"] == "plain_text"  # shown as written: nothing to escape
+    runbook = SimpleNamespace(name=value, description=value, changes_production=True)
+    listed = runbook_list_text([runbook] * 5)
+    assert_safe(answer_text(listed), limit=LONG_MESSAGE_TEXT)
 
 
 @pytest.mark.parametrize("value", HOSTILE[:12], ids=lambda v: repr(v[:20]))
