@@ -18,7 +18,7 @@ from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
 from bot.clock import Clock, Monotonic, utcnow
-from bot.db import Database
+from bot.db import Database, unavailable_when_transient
 from bot.domain.delivery import parse_mention
 from bot.metrics import Metrics, RecordSnapshot
 from bot.outbox import Backoff, Dispatcher, PageAlarm
@@ -53,8 +53,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                             pagerduty_notes=settings.pagerduty_api_token is not None)
 
     def read_record() -> RecordSnapshot:
+        """A transient database failure fails the scrape with DatabaseUnavailable (503)."""
         now = clock()
-        with db.read() as session:
+        with unavailable_when_transient(), db.read() as session:
             outbox = store.outbox_stats(session=session)
             return RecordSnapshot(
                 incidents=store.open_incident_counts(session=session),
@@ -181,7 +182,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         app, usecases=usecases, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,
     )
-    health.register(app, db=db, metrics=metrics)
+    health.register(app, usecases=usecases, metrics=metrics)
     pagerduty_webhook.register(
         app, usecases=usecases,
         secret=settings.pagerduty_webhook_secret.get_secret_value().encode()

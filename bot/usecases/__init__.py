@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.db import unavailable_when_transient
+from bot.db import DatabaseUnavailable, unavailable_when_transient
 from bot.domain.alert import Alert
 from bot.store import IngestResult
 from bot.usecases.actions import ActionRefused, Actor, Done
@@ -36,7 +36,7 @@ from bot.usecases.rollback import RollbackCases
 from bot.usecases.runbooks import RunbookCases
 from bot.usecases.timers import TimerCases
 
-__all__ = ["ActionRefused", "Actor", "Done", "UseCases", "slack_actor"]
+__all__ = ["ActionRefused", "Actor", "DatabaseUnavailable", "Done", "UseCases", "slack_actor"]
 
 
 class UseCases(IncidentCases, RollbackCases, RunbookCases, TimerCases, QueryCases):
@@ -46,6 +46,11 @@ class UseCases(IncidentCases, RollbackCases, RunbookCases, TimerCases, QueryCase
         for the transient ones: answer 503)."""
         with unavailable_when_transient():
             return await self.pipeline.ingest(alerts)
+
+    def readiness_problem(self) -> str | None:
+        """None when the bot can serve (the database answers, its schema is one this
+        code runs on); otherwise what is wrong."""
+        return self.db.readiness_problem()
 
     def load(self) -> float:
         """How busy intake has been over the last second or so (0 to 1)."""

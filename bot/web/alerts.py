@@ -22,10 +22,9 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.db import DatabaseUnavailable
 from bot.intake import PARSERS, PayloadError
 from bot.metrics import Metrics
-from bot.usecases import UseCases
+from bot.usecases import DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, check_token, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)

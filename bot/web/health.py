@@ -14,31 +14,27 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bot.db import Database, DatabaseUnavailable, unavailable_when_transient
 from bot.metrics import Metrics
+from bot.usecases import DatabaseUnavailable, UseCases
 
 log = logging.getLogger(__name__)
 
 
-def register(app: FastAPI, *, db: Database, metrics: Metrics) -> None:
-    def exposition() -> bytes:
-        with unavailable_when_transient():
-            return metrics.exposition()
-
+def register(app: FastAPI, *, usecases: UseCases, metrics: Metrics) -> None:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        problem = await to_thread.run_sync(db.readiness_problem)
+        problem = await to_thread.run_sync(usecases.readiness_problem)
         return JSONResponse({"status": problem or "ok"}, status_code=503 if problem else 200,
                             headers={"Retry-After": "5"} if problem else None)
 
     @app.get("/metrics")
     async def scrape() -> Response:
         try:
-            body = await to_thread.run_sync(exposition)
+            body = await to_thread.run_sync(metrics.exposition)
         except DatabaseUnavailable as exc:
             log.warning("metrics: the database does not answer: %s", exc)
             return JSONResponse({"status": "database unavailable"}, status_code=503,

@@ -22,10 +22,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bot.db import DatabaseUnavailable
 from bot.domain.messages import md
 from bot.domain.permissions import Act
-from bot.usecases import Actor, UseCases
+from bot.usecases import Actor, DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)

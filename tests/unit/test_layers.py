@@ -20,8 +20,8 @@ BOT = Path(__file__).resolve().parents[2] / "bot"
 IO = ("httpx", "sqlmodel", "sqlalchemy", "slack_sdk", "slack_bolt", "pagerduty", "aiohttp",
       "requests", "socket", "subprocess", "anyio", "apscheduler", "alembic", "prometheus_client")
 # What an edge must leave to the use cases.
-PERSISTENCE = ("sqlalchemy", "sqlmodel", "bot.store", "bot.pipeline", "bot.silences",
-               "bot.reports", "bot.usecases.actions")
+PERSISTENCE = ("sqlalchemy", "sqlmodel", "bot.store", "bot.db", "bot.models", "bot.pipeline",
+               "bot.silences", "bot.reports", "bot.usecases.actions")
 EDGES = ("web", "slack_app", "timers.py")
 MAX_LINES = 400
 # Known to be over, with why; an entry goes once the module is split (the test says so).
