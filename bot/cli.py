@@ -24,6 +24,7 @@ from bot.domain.matchers import MatcherError
 from bot.domain.routing import RoutingError
 from bot.settings import ConfigurationError, Settings, load_settings
 from bot.silences import add_silence, expire_silence, list_silences
+from bot.web.startup import OneLineStartupFailure
 
 log = logging.getLogger("bot.cli")
 
@@ -63,8 +64,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
              args.host, args.port)
     # log_config=None: uvicorn's loggers keep the handler bot.logs gave the root logger;
     # its own access log stays off (AccessMiddleware writes one without query strings).
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False, log_config=None)
+    server = uvicorn.Server(uvicorn.Config(
+        OneLineStartupFailure(create_app(settings), secrets=settings.secret_values()),
+        host=args.host, port=args.port, log_level=settings.log_level.lower(), access_log=False,
+        log_config=None))
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn's exit when the lifespan failed (logged in one line above) or the port was taken.
+        return 2
     return 0
 
 

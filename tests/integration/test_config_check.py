@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +170,31 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(bot_env, tmp_path, 
     text = bot.log()
     assert "hunter2" not in text and bot_env["ALERT_WEBHOOK_TOKEN"] not in text
     assert bot_env["SLACK_BOT_TOKEN"] not in text
+
+
+def test_a_failure_while_starting_is_one_line_and_exit_2(tmp_path):
+    """A database the migrations cannot apply to (a table already there, unstamped) fails
+    inside the app's start-up: one line that names it, no traceback, exit 2."""
+    path = tmp_path / "taken.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE incident (id INTEGER PRIMARY KEY)")
+    token = "alert-token-that-must-not-show"
+    result = oncall_bot("serve", "--port", str(free_port()), cwd=tmp_path, env={
+        "DATABASE_URL": f"sqlite:///{path}", "ALERT_WEBHOOK_TOKEN": token, "LOG_FORMAT": "text"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and token not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "start-up failed" in line]
+    assert len(failed) == 1, result.stderr
+    assert "OperationalError: table incident already exists" in failed[0]
+
+
+def test_a_port_already_taken_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = oncall_bot("serve", "--port", str(port), cwd=tmp_path, env={
+            "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db", "LOG_FORMAT": "text"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "address already in use" in result.stderr, result.stderr
