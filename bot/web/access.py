@@ -23,7 +23,8 @@ log = logging.getLogger("oncall_bot.access")
 # Paths the bot serves; any other is counted as "other", so a scanner's paths never
 # become metric labels.
 HANDLERS = frozenset({"/webhooks/alertmanager", "/webhooks/grafana", "/webhooks/generic",
-                      "/webhooks/pagerduty", "/slack/events", "/healthz", "/readyz", "/metrics"})
+                      "/webhooks/pagerduty", "/webhooks/cloudevents", "/v2/enqueue",
+                      "/slack/events", "/healthz", "/readyz", "/metrics"})
 # A caller's X-Request-ID is kept only when it is short and plain (it goes into logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
