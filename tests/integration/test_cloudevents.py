@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,30 @@ def test_what_is_not_a_drift_cloudevent_is_refused_naming_the_problem(drift_bot)
         assert response.status_code == status, response.text
         assert names in json.dumps(response.json())
     assert drift_bot.snapshot() == before
+
+
+def test_two_replicas_taking_one_detectors_batches_at_once_share_one_count(drift_bot,
+                                                                           tmp_path):
+    other = BotProcess({**drift_bot.env, "ACCESS_LOG": "false"},
+                       log_path=tmp_path / "other.log", token=WEBHOOK_TOKEN)
+    other.start()
+    try:
+        replicas = [drift_bot, other]
+        # Both insert the detector's first counter at once: one commit fails and is
+        # retried, never answered 5xx.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(
+                lambda i: binary(replicas[i % 2], verdict([1, 1]), event_id=f"d{i}"),
+                range(16)))
+        assert [a.status_code for a in answers] == [202] * 16, [a.text for a in answers]
+        assert drift_bot.rows("SELECT feature, clean_batches FROM driftcounter "
+                              "ORDER BY feature") == [("age", 0), ("income", 0)]
+        assert len(incidents(drift_bot)) == 1
+        # Clean batches counted across replicas: the third in a row resolves, wherever it lands.
+        for replica, state in [(other, "triggered"), (drift_bot, "triggered"),
+                               (other, "resolved")]:
+            assert binary(replica, verdict([0, 0])).status_code == 202
+            assert incidents(drift_bot)[0].state == state
+        assert drift_bot.rows("SELECT key FROM driftcounter") == []
+    finally:
+        other.stop()

@@ -190,6 +190,7 @@ def test_acknowledge_acknowledges_the_incident_and_is_passed_on_to_pagerduty(int
     actions = [e["event"]["event_action"] for e in pagerduty.events_for(incident.key)]
     assert actions == ["trigger", "acknowledge"]
     # An acknowledge naming no open alert is processed, as PagerDuty does, and changes nothing.
+    intake_bot.until(intake_bot.outbox_settled, what="the acknowledge's Slack update")
     before = intake_bot.snapshot()
     assert enqueue(intake_bot, {**ack, "dedup_key": "nothing-open"}).status_code == 202
     assert intake_bot.snapshot() == before
