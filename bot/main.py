@@ -31,7 +31,7 @@ from bot.settings import Settings
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.timers import TimerService
-from bot.web import alerts, health, slack_events
+from bot.web import alerts, cloudevents, events_api, health, slack_events
 from bot.web import pagerduty as pagerduty_webhook
 from bot.web.access import AccessMiddleware
 
@@ -176,6 +176,11 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         tokens=settings.alert_webhook_tokens,
     )
     health.register(app, db=db, metrics=metrics)
+    events_api.register(app, pipeline=pipeline, metrics=metrics,
+                        keys=settings.events_intake_keys)
+    cloudevents.register(app, pipeline=pipeline, metrics=metrics,
+                         tokens=settings.alert_webhook_tokens,
+                         max_body=settings.alert_max_body_bytes)
     pagerduty_webhook.register(
         app, pipeline=pipeline, policy=policy,
         secret=settings.pagerduty_webhook_secret.get_secret_value().encode()

@@ -205,3 +205,17 @@ class RollbackConfirmation(SQLModel, table=True):
     created_at: datetime
     expires_at: datetime = Field(index=True)
     used_at: datetime | None = None
+
+
+class DriftCounter(SQLModel, table=True):
+    """A detector's model (or one of its features) in drift: its ModelDrift alert fires.
+    `clean_batches` counts the clean batches since the last drifting one; at the routing
+    file's drift_resolve_after the alert resolves and the row is deleted."""
+
+    key: str = Field(primary_key=True, max_length=64)  # domain.drift.counter_key
+    detector: str
+    model: str
+    feature: str = ""
+    clean_batches: int = 0
+    drifting_since: datetime
+    updated_at: datetime

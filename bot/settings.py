@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # at start unless this says it is meant.
     alert_webhook_allow_unauthenticated: bool = False
     alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Integration keys POST /v2/enqueue accepts (comma-separated); none: it refuses every event.
+    events_intake_routing_keys: SecretStr | None = None
     oncall_config: Path = DEFAULT_ROUTING_FILE
     oncall_ca_bundle: Path | None = None
     outbox_backoff_base_seconds: float = Field(default=1.0, gt=0)
@@ -215,6 +217,14 @@ class Settings(BaseSettings):
                      for token in self.id_list(self.alert_webhook_token.get_secret_value()))
 
     @property
+    def events_intake_keys(self) -> tuple[bytes, ...]:
+        """Every integration key /v2/enqueue accepts; none: every event is refused."""
+        if self.events_intake_routing_keys is None:
+            return ()
+        return tuple(key.encode() for key in
+                     self.id_list(self.events_intake_routing_keys.get_secret_value()))
+
+    @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None
 
@@ -227,7 +237,8 @@ class Settings(BaseSettings):
         return tuple(value.get_secret_value() for value in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
-        ) if value is not None) + tuple(token.decode() for token in self.alert_webhook_tokens)
+        ) if value is not None) + tuple(token.decode() for token in (
+            *self.alert_webhook_tokens, *self.events_intake_keys))
 
     def retention_cutoffs(self, now: datetime) -> Cutoffs:
         return cutoffs(now, retention_days=self.retention_days,

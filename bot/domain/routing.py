@@ -8,6 +8,7 @@ loaded; every error names the key that is wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from bot.domain.drift import DEFAULT_RESOLVE_AFTER, DriftSource
 from bot.domain.durations import parse_duration
 from bot.domain.escalation import EscalationPolicy
 from bot.domain.matchers import Matcher, MatcherError, match_all
@@ -92,6 +94,8 @@ class RoutingConfig:
     escalation: EscalationPolicy = EscalationPolicy()
     handoff: ChannelSchedule | None = None
     weekly_report: ChannelSchedule | None = None
+    drift_resolve_after: int = DEFAULT_RESOLVE_AFTER
+    drift_sources: tuple[DriftSource, ...] = ()
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -141,12 +145,31 @@ class _Defaults(BaseModel):
 
     group_by: list[str] = ["alertname", "model", "environment"]
     reopen_window: Duration = timedelta(hours=1)
+    # A ModelDrift alert resolves after this many consecutive clean batches.
+    drift_resolve_after: int = Field(default=DEFAULT_RESOLVE_AFTER, ge=1)
 
 class _TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slack_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]+$")
     pagerduty_routing_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _DriftSourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1)  # a regular expression the whole event source matches
+    labels: dict[str, str] = {}
+    features: list[str] = []
+
+    @field_validator("source")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class _PermissionsSpec(BaseModel):
@@ -210,6 +233,7 @@ class _RoutingSpec(BaseModel):
     escalation: _EscalationSpec = _EscalationSpec()
     handoff: _ScheduleSpec | None = None
     weekly_report: _ScheduleSpec | None = None
+    drift_sources: list[_DriftSourceSpec] = []
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -269,4 +293,8 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
 
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
                          permissions=permissions, escalation=escalation,
-                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report))
+                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report),
+                         drift_resolve_after=spec.defaults.drift_resolve_after,
+                         drift_sources=tuple(
+                             DriftSource(re.compile(d.source), dict(d.labels), tuple(d.features))
+                             for d in spec.drift_sources))
