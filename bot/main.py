@@ -13,8 +13,10 @@ from fastapi import FastAPI
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import retention, store
+from bot.adapters.http_probe import HttpProbe
 from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
+from bot.adapters.prometheus import PrometheusApi
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
 from bot.clock import Clock, Monotonic, utcnow
@@ -98,6 +100,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     pipeline = Pipeline(db, routing=routing, policy=policy, courier=dispatcher,
                         on_runs=lambda: runs.wake(), clock=clock, monotonic=monotonic,
                         runbooks=runbooks)
+    # Every run fetches through this one guarded client, within its runbook's host policy.
+    probe = HttpProbe(ssl_context=tls)
+    prometheus = PrometheusApi(settings.prometheus_url)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
         poll_seconds=settings.outbox_poll_seconds,
@@ -105,7 +110,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
-            allowed_hosts=settings.runbook_http_allowed_hosts, ca_bundle=settings.oncall_ca_bundle,
+            allowed_hosts=settings.runbook_http_allowed_hosts, probe=probe, prometheus=prometheus,
             clock=clock, secrets=settings.secret_values(), **facts),
     )
     oncall = PagerDutyOnCall(
@@ -158,6 +163,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 await socket_mode.close_async()
             if chat is not None:
                 await chat.close()
+            await probe.aclose()
             for client in (pager, oncall, notes):
                 if client is not None:
                     client.close()

@@ -13,10 +13,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.adapters.http_probe import parse_patterns
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
 from bot.domain.retention import Cutoffs, cutoffs
-from bot.runbooks.fetch import parse_patterns
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
     # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
-    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/runbooks/fetch.py).
+    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/adapters/http_probe.py).
     runbook_http_allowed_hosts: str = ""
     # One token, or two comma-separated while one is rotated out.
     alert_webhook_token: SecretStr | None = None
