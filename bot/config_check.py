@@ -22,7 +22,7 @@ from bot.domain.matchers import MatchType
 from bot.domain.routing import ChannelSchedule, Route, RoutingConfig, RoutingError
 from bot.routing_file import load_routing
 from bot.runbooks import Runbook, RunbookError, load_runbooks
-from bot.settings import Settings
+from bot.settings import Settings, routing_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +73,17 @@ def check_routing(routing: RoutingConfig, runbooks: Mapping[str, Runbook] | None
     for name, schedule in (("handoff", routing.handoff), ("weekly_report", routing.weekly_report)):
         if schedule is not None and (why := _cron_problem(schedule)):
             problems.append(Problem("error", source, f"{name}.cron", why))
+    # The same reading create_app pages with, so the warning names exactly what it lacks.
+    keys = routing_keys(routing, environ)
     for name, team in routing.teams.items():
         variable = team.pagerduty_routing_key_env
-        if variable and not environ.get(variable):
+        if variable and variable not in keys:
             fallback = (f"escalation mentions Slack group {team.slack_group} instead"
                         if team.slack_group else "escalation reaches nobody (no slack_group)")
             problems.append(Problem("warning", source, f"teams.{name}.pagerduty_routing_key_env",
                                     f"{variable} is not set: {fallback}"))
     variable = routing.escalation.l1_escalation_service_env
-    if variable and not environ.get(variable):
+    if variable and variable not in keys:
         problems.append(Problem("warning", source, "escalation.l1_escalation_service_env",
                                 f"{variable} is not set: unacknowledged pages are not escalated"))
     return problems

@@ -13,8 +13,10 @@ from fastapi import FastAPI
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import retention, store
+from bot.adapters.http_probe import HttpProbe
 from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
+from bot.adapters.prometheus import PrometheusApi
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
 from bot.clock import Clock, Monotonic, utcnow
@@ -27,7 +29,7 @@ from bot.pipeline import Pipeline
 from bot.routing_file import load_routing
 from bot.runbooks import RunContext, configured, load_runbooks, unmet_prerequisites
 from bot.runs import RunWorker
-from bot.settings import Settings
+from bot.settings import Settings, routing_keys
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.timers import TimerService
@@ -46,9 +48,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     db = Database(settings.database_url, lock_timeout=settings.database_lock_timeout_seconds,
                   pool_size=settings.database_pool_size)
     routing = load_routing(settings.oncall_config)
+    # Read once, now: a key variable changed later changes nothing until a restart.
+    keys = routing_keys(routing)
     policy = DeliveryPolicy(slack=settings.slack_enabled, pagerduty=settings.paging_enabled,
                             default_channel=settings.slack_alert_channel,
-                            pagerduty_notes=settings.pagerduty_api_token is not None)
+                            pagerduty_notes=settings.pagerduty_api_token is not None,
+                            routing_keys_set=frozenset(keys))
 
     def read_record() -> RecordSnapshot:
         now = clock()
@@ -72,7 +77,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         settings.pagerduty_routing_key.get_secret_value(),
         base_url=settings.pagerduty_events_url, ssl_context=tls,
         timeout=settings.delivery_timeout_seconds,
-        per_minute=settings.pagerduty_events_per_minute, monotonic=monotonic,
+        per_minute=settings.pagerduty_events_per_minute, routing_keys=keys, monotonic=monotonic,
     ) if settings.pagerduty_routing_key else None
     chat = SlackChat(
         settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
@@ -98,6 +103,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     pipeline = Pipeline(db, routing=routing, policy=policy, courier=dispatcher,
                         on_runs=lambda: runs.wake(), clock=clock, monotonic=monotonic,
                         runbooks=runbooks)
+    # Every run fetches through this one guarded client, within its runbook's host policy.
+    probe = HttpProbe(ssl_context=tls)
+    prometheus = PrometheusApi(settings.prometheus_url)
     runs = RunWorker(
         db, runbooks=runbooks, policy=policy, on_owed=dispatcher.wake, clock=clock,
         poll_seconds=settings.outbox_poll_seconds,
@@ -105,8 +113,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         lease=timedelta(seconds=3 * settings.delivery_timeout_seconds + 5),
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
-            allowed_hosts=settings.runbook_http_allowed_hosts, ca_bundle=settings.oncall_ca_bundle,
-            clock=clock, secrets=settings.secret_values(), **facts),
+            allowed_hosts=settings.runbook_http_allowed_hosts, probe=probe, prometheus=prometheus,
+            clock=clock, secrets=(*settings.secret_values(),
+                                  *(key.get_secret_value() for key in keys.values())), **facts),
     )
     oncall = PagerDutyOnCall(
         settings.pagerduty_api_token.get_secret_value(), base_url=settings.pagerduty_api_url,
@@ -158,6 +167,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                 await socket_mode.close_async()
             if chat is not None:
                 await chat.close()
+            await probe.aclose()
             for client in (pager, oncall, notes):
                 if client is not None:
                     client.close()

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
 from bot.domain.permissions import Guarded, may, who_may
 from bot.domain.routing import Permissions
+from bot.ports import OnCall, OnCallUnavailable
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
@@ -34,7 +34,7 @@ class _Cache:
 
 class Gatekeeper:
     def __init__(self, permissions: Permissions, *, slack: AsyncWebClient,
-                 oncall: PagerDutyOnCall | None) -> None:
+                 oncall: OnCall | None) -> None:
         self.permissions = permissions
         self.slack = slack
         self.oncall = oncall

@@ -7,6 +7,8 @@ payload, a missing channel, bad credentials): the outbox owns retrying.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -64,7 +66,8 @@ class Pager(Protocol):
     async def send(self, action: str, dedup_key: str, payload: dict[str, Any] | None,
                    routing_key_env: str | None = None) -> None:
         """Send an Events API v2 event (trigger/acknowledge/resolve) for `dedup_key`, to the
-        platform on-call service, or to the service whose key is in `routing_key_env`."""
+        platform on-call service, or to the service whose key was in `routing_key_env` when
+        the bot started (Undeliverable when that variable was not set then)."""
 
 
 class Chat(Protocol):
@@ -95,3 +98,80 @@ class Chat(Protocol):
 class Notes(Protocol):
     async def add_note(self, incident_key: str, content: str) -> None:
         """Add a note to the PagerDuty incident whose incident_key (our dedup_key) is given."""
+
+
+class OnCallUnavailable(Exception):
+    """The on-call schedule could not be asked; the message says why, for a human."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnCallShift:
+    name: str
+    email: str | None
+    user_id: str
+    level: int
+    until: str | None  # ISO time; None for a permanent on-call
+    schedule: str | None
+    escalation_policy: str | None
+
+
+class OnCall(Protocol):
+    async def now(self) -> list[OnCallShift]:
+        """Everyone on call now, lowest escalation level first. Raises OnCallUnavailable."""
+
+
+class FetchRefused(Exception):
+    """A URL the run's host policy does not allow; nothing was sent. The message names what to set."""
+
+
+class FetchError(Exception):
+    """An answer that will not be read: too large, compressed, or too many redirects."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer read whole, within a size cap; shaped like the httpx.Response parts
+    runbook steps use."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+    url: str
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Fetch(Protocol):
+    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None,
+                      headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Answer:
+        """One request within a runbook run's host policy (the run's guarded client).
+        Raises FetchRefused (nothing sent), FetchError (answer not read), or httpx's
+        errors (unreachable, timeouts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a PromQL answer: its labels and its non-NaN sample values."""
+
+    labels: Mapping[str, str]
+    values: list[float]
+
+
+class PrometheusError(Exception):
+    """Prometheus refused a query or answered something that is not its API's JSON."""
+
+
+class Prometheus(Protocol):
+    async def query(self, fetch: Fetch, promql: str, *, at: float, url: str | None = None,
+                    range_s: float | None = None, step_s: float = 60.0,
+                    timeout: float | None = None) -> list[Series]:
+        """The series of an instant query at `at` (a Unix time), or of a range query over
+        the `range_s` seconds ending then. Asks `url`, else the configured Prometheus,
+        through `fetch` (so the run's host policy holds). Raises PrometheusError, and what
+        `fetch` raises."""

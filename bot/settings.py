@@ -7,16 +7,19 @@ they never show in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.adapters.http_probe import parse_patterns
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
 from bot.domain.retention import Cutoffs, cutoffs
-from bot.runbooks.fetch import parse_patterns
+from bot.domain.routing import RoutingConfig
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -59,7 +62,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
     # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
-    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/runbooks/fetch.py).
+    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/adapters/http_probe.py).
     runbook_http_allowed_hosts: str = ""
     # One token, or two comma-separated while one is rotated out.
     alert_webhook_token: SecretStr | None = None
@@ -261,6 +264,16 @@ class Settings(BaseSettings):
         if self.alert_webhook_token is None:
             lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
         return lines
+
+
+def routing_keys(routing: RoutingConfig,
+                 environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """The PagerDuty integration keys held by the variables the routing file names, read
+    once, at start (create_app): setting or changing one later takes a restart. A variable
+    unset or empty is left out; `oncall-bot config check` and `serve` warn about it by name."""
+    environ = os.environ if environ is None else environ
+    return {name: SecretStr(environ[name]) for name in routing.routing_key_variables()
+            if environ.get(name)}
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -28,7 +28,6 @@ from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.adapters.oncall import OnCallShift, OnCallUnavailable, PagerDutyOnCall
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
 from bot.domain.messages import (
@@ -42,6 +41,7 @@ from bot.domain.routing import RoutingConfig
 from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
 from bot.pipeline import Pipeline
+from bot.ports import OnCall, OnCallShift, OnCallUnavailable
 from bot.reports import scorecard_for, weekly_post
 from bot.store import DeliveryPolicy
 
@@ -85,7 +85,7 @@ async def run_job(kind: str, subject_id: int) -> None:
 
 class TimerService:
     def __init__(self, db: Database, *, pipeline: Pipeline, routing: RoutingConfig,
-                 policy: DeliveryPolicy, oncall: PagerDutyOnCall | None,
+                 policy: DeliveryPolicy, oncall: OnCall | None,
                  reconcile_seconds: float) -> None:
         self.db = db
         self.pipeline = pipeline

@@ -104,6 +104,13 @@ class RoutingConfig:
                 return route
         return self.routes[-1]
 
+    def routing_key_variables(self) -> list[str]:
+        """The environment variables the file names for PagerDuty integration keys: each
+        team's pagerduty_routing_key_env, then escalation.l1_escalation_service_env."""
+        named = [team.pagerduty_routing_key_env for team in self.teams.values()]
+        named.append(self.escalation.l1_escalation_service_env)
+        return list(dict.fromkeys(name for name in named if name))
+
 
 def _duration(value: Any) -> timedelta:
     if isinstance(value, int | float):

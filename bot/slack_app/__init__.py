@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.oncall import PagerDutyOnCall
 from bot.db import Database
 from bot.domain.routing import RoutingConfig
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
+from bot.ports import OnCall
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy
 
@@ -31,7 +31,7 @@ class Services:
     routing: RoutingConfig
     policy: DeliveryPolicy
     gatekeeper: Gatekeeper
-    oncall: PagerDutyOnCall | None
+    oncall: OnCall | None
     runbooks: Mapping[str, Runbook]
     mlflow_uri: str | None
 

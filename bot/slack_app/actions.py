@@ -7,7 +7,6 @@ outbox. Refusals and no-ops answer only the person who clicked (ephemeral).
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -113,7 +112,7 @@ async def perform(action: str, incident_id: int, user_id: str, services: Service
         if action == "incident_escalate":
             team = services.routing.teams.get(row.team or "")
             pageable = bool(team and team.pagerduty_routing_key_env
-                            and os.environ.get(team.pagerduty_routing_key_env))
+                            in services.policy.routing_keys_set)
             return escalate(row, team=team, team_pageable=pageable, **common)
         return silence_group(row, session, now, services, actor.id)
 

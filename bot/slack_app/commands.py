@@ -10,7 +10,6 @@ from slack_bolt.async_app import AsyncApp
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.adapters.oncall import OnCallUnavailable
 from bot.domain.commands import HELP, Command, CommandError, parse_command
 from bot.domain.messages import (
     LONG_MESSAGE_TEXT,
@@ -37,6 +36,7 @@ from bot.incident_actions import (
     resolve,
 )
 from bot.models import Incident
+from bot.ports import OnCallUnavailable
 from bot.reports import slack_report
 from bot.runbooks import RunbookError, resolve_params
 from bot.runs import first_alert

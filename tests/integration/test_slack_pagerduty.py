@@ -280,6 +280,34 @@ def test_escalating_a_team_without_pagerduty_mentions_its_slack_group(app_bot, s
     assert pagerduty.events_for(f"{key}-l2") == []
 
 
+def test_a_team_key_unset_at_start_is_warned_about_by_name_and_its_slack_group_helps(
+        bot_env, tmp_path, slack, pagerduty):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES)
+    slack.add_user(PLATFORM, "grace", "grace@example.com")
+    slack.add_usergroup(PLATFORM_GROUP, "ml-platform", [PLATFORM])
+    env = {**bot_env, "ONCALL_CONFIG": str(routes), "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    env.pop("CHURN_PAGERDUTY_ROUTING_KEY", None)
+    bot = BotProcess(env, log_path=tmp_path / "bot.log", token=WEBHOOK_TOKEN)
+    bot.start()
+    try:
+        warnings = [json.loads(line)["message"] for line in bot.log().splitlines()
+                    if '"WARNING"' in line]
+        assert (f"{routes}: teams.ds-churn.pagerduty_routing_key_env: CHURN_PAGERDUTY_ROUTING_KEY "
+                "is not set: escalation mentions Slack group S0CHURNDS instead") in warnings
+        incident_id, key = page_one(bot, slack, pagerduty)
+        click(bot, slack, "incident_escalate", incident_id, user=PLATFORM)
+        bot.until(lambda: bot.rows("SELECT id FROM incident WHERE escalated_team='ds-churn'"),
+                  what="the escalation")
+        bot.until(bot.outbox_settled, what="the thread reply")
+        (message,) = slack.top_level_messages()
+        replies = [r["text"] for r in slack.thread(message["channel"], message["ts"])]
+        assert any("<!subteam^S0CHURNDS>" in r for r in replies)
+        assert pagerduty.events_for(f"{key}-l2") == []
+    finally:
+        bot.stop()
+
+
 def test_silence_button_silences_the_group_for_an_hour(app_bot, slack, pagerduty):
     incident_id, _ = page_one(app_bot, slack, pagerduty)
     click(app_bot, slack, "incident_silence", incident_id, user=ON_CALL)
