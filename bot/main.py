@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     app.state.dispatcher = dispatcher
     app.state.timers = timers
     app.state.runs = runs
+    app.state.console = console
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,

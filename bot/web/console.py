@@ -230,12 +230,16 @@ def register(app: FastAPI, *, console: Console) -> None:
 
 
 def _same_origin(request: Request, public_url: str | None) -> bool:
-    """False for a request a browser says came from another site. Clients that send no
-    Origin (curl) pass: the link's token and the nonce are still required."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        return False
+    """False for a request the browser says came from another site: by Fetch metadata
+    (Sec-Fetch-Site, sent by current browsers whatever the referrer policy), else by
+    Origin. Under Referrer-Policy: no-referrer a browser sends `Origin: null` on a form
+    POST, which proves nothing either way; the nonce cookie still has to match. Clients
+    that send neither (curl) pass: the link's token and the nonce are still required."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     allowed = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
     if public_url:

@@ -13,14 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.usecases.console import create_link
 from tests.conftest import WEBHOOK_TOKEN
 from tests.console_site import CONSOLE_SECRET, Clock, form_fields, link_in, local, served, sign_in
-from tests.harness import ROOT, free_port
+from tests.harness import ROOT, free_port, wait_for
 from tests.standins.signing import slack_headers, slash_command_body
 
 SIGNING_SECRET = "slack-signing-secret-for-tests"
@@ -60,7 +60,6 @@ def slash_console(site, slack, user: str) -> str:
     with site.client() as http:
         acked = http.post("/slack/events", content=body, headers=slack_headers(SIGNING_SECRET, body))
     assert acked.status_code == 200, acked.text
-    from tests.harness import wait_for
     answer = wait_for(lambda: slack.responses(name), timeout=15, what="the answer")[0]
     assert answer["response_type"] == "ephemeral"
     return answer["text"]
@@ -125,34 +124,34 @@ def test_security_headers_on_every_console_answer(site):
             assert answer.headers["x-content-type-options"] == "nosniff"
 
 
-def test_an_expired_link_is_refused_and_a_session_ends_after_12_hours(site, console_env):
-    before = datetime.now(UTC)
-    made = oncall_bot("console-link", "--user", MEMBER, env=console_env)
-    assert made.returncode == 0, made.stderr
-    late = oncall_bot("console-link", "--user", MEMBER, env=console_env)
-    after = datetime.now(UTC)  # both links were made (by the real clock) in [before, after]
+def fresh_link(site, user: str = MEMBER) -> str:
+    """A link made by the use case `/oncall console` and `console-link` share, at the site's clock."""
+    return create_link(site.app.state.console, user, created_by="test", base_url=PUBLIC)
+
+
+def test_an_expired_link_is_refused_and_a_session_ends_after_12_hours(site):
+    made, late = fresh_link(site), fresh_link(site)
     with site.client() as http:
-        site.clock.now = before + timedelta(minutes=9, seconds=30)
-        signed = sign_in(http, local(link_in(made.stdout), site))
+        site.clock.advance(minutes=9, seconds=59)
+        signed = sign_in(http, local(made, site))
         assert signed.status_code == 303
-        site.clock.now = after + timedelta(minutes=10)  # the second link is 10 minutes old
-        page = http.get(local(link_in(late.stdout), site))
-        assert page.status_code == 401 and "expired" in page.text
-        fields = {"token": link_in(late.stdout).rsplit("=", 1)[1], "nonce": "n" * 32}
+        site.clock.advance(seconds=1)  # the second link is 10 minutes old now
+        page = http.get(local(late, site))
+        assert page.status_code == 401 and "expired" in page.text and "<form" not in page.text
+        fields = {"token": late.rsplit("=", 1)[1], "nonce": "n" * 32}
         spent = http.post("/console/sign-in", data=fields,
                           headers={"Cookie": "oncall_console_signin=" + "n" * 32})
         assert spent.status_code == 401 and "used, expired or unknown" in spent.text
 
         session = session_header(signed)
-        signed_at = before + timedelta(minutes=9, seconds=30)
-        site.clock.now = signed_at + timedelta(hours=11, minutes=59)
+        site.clock.advance(hours=11, minutes=59, seconds=58)
         assert http.get("/console/incidents", headers=session).status_code == 200
-        site.clock.now = signed_at + timedelta(hours=12)
+        site.clock.advance(seconds=1)  # 12 hours after signing in
         assert http.get("/console/incidents", headers=session).status_code == 401
 
 
-def test_a_cross_site_sign_in_post_is_refused_and_leaves_the_link_unspent(site, console_env):
-    link = link_in(oncall_bot("console-link", "--user", MEMBER, env=console_env).stdout)
+def test_a_cross_site_sign_in_post_is_refused_and_leaves_the_link_unspent(site):
+    link = fresh_link(site)
     with site.client() as http:
         page = http.get(local(link, site))
         nonce = page.cookies["oncall_console_signin"]
@@ -174,15 +173,14 @@ def test_guests_and_unknown_users_get_no_link(site, slack, console_env):
     assert bad.returncode == 2 and "not a Slack user ID" in bad.stderr
 
 
-def test_values_are_escaped_in_every_page(site, console_env):
+def test_values_are_escaped_in_every_page(site):
     hostile = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
     with site.client() as http:
         sent = http.post("/webhooks/generic", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
                          json={"alertname": "Evil", "model": hostile, "severity": "warning",
                                "summary": hostile, "labels": {"note": hostile}})
         assert sent.status_code == 202, sent.text
-        session = session_header(sign_in(http, local(link_in(oncall_bot(
-            "console-link", "--user", MEMBER, env=console_env).stdout), site)))
+        session = session_header(sign_in(http, local(fresh_link(site), site)))
         for path in ("/console/incidents", "/console/incidents/1", "/console/models",
                      "/console/scorecard"):
             page = http.get(path, headers=session)
@@ -191,10 +189,10 @@ def test_values_are_escaped_in_every_page(site, console_env):
         assert "&lt;script&gt;" in http.get("/console/incidents/1", headers=session).text
 
 
-def test_two_replicas_spend_one_link_once_and_read_each_others_sessions(console_env, tmp_path):
+def test_two_replicas_spend_one_link_once_and_read_each_others_sessions(console_env):
     clock = Clock()
     with served(console_env, clock=clock) as one, served(console_env, clock=clock) as two:
-        link = link_in(oncall_bot("console-link", "--user", MEMBER, env=console_env).stdout)
+        link = fresh_link(one)
         pages = []
         for site in (one, two):
             with site.client() as http:
