@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy import text
 
 from bot.incident_actions import Actor, acknowledge, locked
 from bot.main import create_app
@@ -115,14 +116,29 @@ def seed_week(site: Site, token: str, *, count: int = 30, hostile_label: str | N
             answer = http.post("/webhooks/generic", json=body, headers=headers)
             assert answer.status_code == 202, answer.text
             incident_id = answer.json()["incidents_opened"][0]
+            settle(site)
             if n >= count - 3:
                 continue  # the newest stay open
             site.clock.advance(minutes=3 + n % 7)
             with site.app.state.db.write() as session:
                 acknowledge(locked(incident_id, session=session), session=session,
                             policy=site.app.state.pipeline.policy, now=site.clock.now, actor=actor)
+            site.app.state.dispatcher.wake()
+            settle(site)
             site.clock.advance(minutes=20 + 9 * (n % 5))
             resolved = http.post("/webhooks/generic", json={**body, "status": "resolved"},
                                  headers=headers)
             assert resolved.status_code == 202, resolved.text
+            settle(site)
     site.clock.now = end
+
+
+def settle(site: Site) -> None:
+    """Wait until what the last change owed is delivered and its runs are done, so each
+    happens at the clock's time of the change, not at a later one."""
+    def settled() -> bool:
+        with site.app.state.db.reader.connect() as connection:
+            return not connection.execute(text(
+                "SELECT 1 FROM delivery WHERE state = 'pending' "
+                "UNION ALL SELECT 1 FROM runbookrun WHERE status IN ('pending', 'running')")).first()
+    wait_for(settled, timeout=30, what="deliveries and runs to settle")

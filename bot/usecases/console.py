@@ -150,6 +150,11 @@ def scorecard(console: Console, period: str | None) -> Scorecard:
         return reports.scorecard_for(session=session, since=now - length, until=now, now=now)
 
 
+def charts_available() -> bool:
+    """Whether the scorecard's chart can be drawn (matplotlib, the `charts` extra)."""
+    return reports.charts_available()
+
+
 def chart(console: Console, period: str | None) -> bytes:
     """The scorecard's trend chart as PNG; raises ValueError without matplotlib."""
     return reports.chart_png(scorecard(console, period))
@@ -178,5 +183,5 @@ def model(console: Console, name: str, period: str | None) -> dict[str, Any]:
     return {"incidents": rows, "changes": changes, "availability": availability}
 
 
-__all__ = ["Console", "ConsoleError", "chart", "create_link", "incident", "incidents",
+__all__ = ["Console", "ConsoleError", "chart", "charts_available", "create_link", "incident", "incidents",
            "link_for_operator", "link_for_slack", "link_state", "model", "models", "scorecard", "sign_in"]

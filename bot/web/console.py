@@ -34,7 +34,6 @@ from bot.domain.console import (
 )
 from bot.domain.durations import format_duration
 from bot.domain.incident import IncidentState
-from bot.reports import charts_available
 from bot.usecases import console as usecases
 from bot.usecases.console import SIGN_IN_PATH, Console
 
@@ -208,12 +207,12 @@ def register(app: FastAPI, *, console: Console) -> None:
         period, _ = parse_period(request.query_params.get("period"))
         card = await run(lambda: usecases.scorecard(console, period))
         return page("scorecard.html", user=user, period=period, s=card,
-                    charts=charts_available())
+                    charts=usecases.charts_available())
 
     @signed_in
     async def chart_image(request: Request, user: str) -> Response:
         period, _ = parse_period(request.query_params.get("period"))
-        if not charts_available():
+        if not usecases.charts_available():
             return refused(404, "Charts need matplotlib: pip install 'oncall-bot[charts]'.", user)
         png = await run(lambda: usecases.chart(console, period))
         return _secured(Response(png, media_type="image/png"))
