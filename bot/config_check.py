@@ -27,7 +27,7 @@ from bot.settings import Settings, routing_keys
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    level: str  # "error" or "warning"
+    level: str  # "error", "warning", or "note" (a feature off, as configured)
     where: str  # the file, or "environment"
     key: str  # the key path in it, or the variable
     message: str
@@ -119,10 +119,27 @@ def check(settings: Settings, *, environ: Mapping[str, str] | None = None) -> li
     else:
         problems.append(Problem("warning", "environment", "ONCALL_RUNBOOKS",
                                 f"no directory {settings.oncall_runbooks}: runbooks are disabled"))
+    problems.extend(check_console(settings))
     if routing is not None:
         problems.extend(check_routing(routing, runbooks, source=source,
                                       runbook_dir=settings.oncall_runbooks, environ=environ))
     return problems
+
+
+def check_console(settings: Settings) -> list[Problem]:
+    """The web console is on with CONSOLE_SECRET; its links need PUBLIC_URL."""
+    if settings.console_secret is None:
+        return [Problem("note", "environment", "CONSOLE_SECRET",
+                        "not set: the web console (/console) is off")]
+    if settings.public_url is None:
+        return [Problem("warning", "environment", "PUBLIC_URL",
+                        "not set: /oncall console cannot give sign-in links (the console is on: "
+                        "CONSOLE_SECRET is set)")]
+    if settings.public_url.startswith("http://"):
+        return [Problem("warning", "environment", "PUBLIC_URL",
+                        "is http://: the console's session cookie is sent without Secure, and "
+                        "sign-in links travel unencrypted")]
+    return []
 
 
 def check_online(settings: Settings) -> list[Problem]:

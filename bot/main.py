@@ -33,7 +33,9 @@ from bot.settings import Settings, routing_keys
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.timers import TimerService
+from bot.usecases.console import Console
 from bot.web import alerts, cloudevents, events_api, health, slack_events
+from bot.web import console as console_web
 from bot.web import pagerduty as pagerduty_webhook
 from bot.web.access import AccessMiddleware
 
@@ -125,6 +127,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     ) if settings.pagerduty_api_token else None
     timers = TimerService(db, pipeline=pipeline, routing=routing, policy=policy, oncall=oncall,
                           reconcile_seconds=settings.timer_reconcile_seconds)
+    console = Console(db=db, secret=settings.console_secret.get_secret_value()
+                      if settings.console_secret else None,
+                      public_url=settings.public_url, clock=clock,
+                      slack=chat.client if chat is not None else None)
     slack_app = build_slack_app(
         signing_secret=settings.slack_signing_secret.get_secret_value()
         if settings.slack_signing_secret else "",
@@ -132,7 +138,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
             gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri),
+            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri, console=console),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
@@ -181,6 +187,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     app.state.dispatcher = dispatcher
     app.state.timers = timers
     app.state.runs = runs
+    app.state.console = console
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,
@@ -196,6 +203,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         secret=settings.pagerduty_webhook_secret.get_secret_value().encode()
         if settings.pagerduty_webhook_secret else None,
     )
+    console_web.register(app, console=console)
     if slack_app is not None and settings.slack_signing_secret:
         slack_events.register(app, slack_app=slack_app)
     # Added last, so it is outermost: it sees every response, the alert webhooks' too.

@@ -219,3 +219,15 @@ class DriftCounter(SQLModel, table=True):
     clean_batches: int = 0
     drifting_since: datetime
     updated_at: datetime
+
+
+class ConsoleLink(SQLModel, table=True):
+    """A one-time sign-in link to the web console. Only the SHA-256 of its token is kept,
+    so the table cannot sign anyone in; `used_at` is set once, by the sign-in POST."""
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64)  # the Slack user the session will be for
+    created_by: str  # slack:U… or cli:$USER
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None

@@ -7,6 +7,8 @@ done by the Jinja2 templates in bot/templates/reports/ and bot/templates/postmor
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -118,11 +120,21 @@ def report_stem(scorecard: Scorecard) -> str:
     return f"scorecard-{scorecard.since:%Y%m%d}-{scorecard.until:%Y%m%d}"
 
 
+def charts_available() -> bool:
+    """Whether matplotlib (the `charts` extra) is installed, without importing it."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def write_chart(scorecard: Scorecard, path: Path) -> Path:
-    """A PNG of incidents per day and median MTTR per day (UTC days)."""
-    # Imported here: matplotlib takes a while to load and only Markdown reports need it
-    # (it is the `charts` extra). A bare Figure renders with Agg and touches no global
-    # pyplot state.
+    """A PNG of incidents per day and median MTTR per day (UTC days), written to `path`."""
+    path.write_bytes(chart_png(scorecard))
+    return path
+
+
+def chart_png(scorecard: Scorecard) -> bytes:
+    """The trend chart as PNG bytes; raises ValueError when matplotlib is not installed."""
+    # Imported here: matplotlib takes a while to load and only charts need it (it is the
+    # `charts` extra). A bare Figure renders with Agg and touches no global pyplot state.
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -142,8 +154,9 @@ def write_chart(scorecard: Scorecard, path: Path) -> Path:
     mttr.set_ylim(bottom=0)
     mttr.set_title("Median time to resolve, by day triggered (gaps: nothing resolved)")
     figure.autofmt_xdate()
-    figure.savefig(path, format="png", metadata={"Software": None})
-    return path
+    out = io.BytesIO()
+    figure.savefig(out, format="png", metadata={"Software": None})
+    return out.getvalue()
 
 
 def render(scorecard: Scorecard, format: str = "text", *, out_dir: Path | None = None) -> str:

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # One line per HTTP request (method, path without query, status, duration): no
     # header, query string or body, so no token.
     access_log: bool = False
+    # The bot's public base URL (https://oncall.example.com), used in the links it gives out.
+    public_url: str | None = None
+    # Signs the web console's sessions; the same on every replica. Unset: no console.
+    console_secret: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -149,6 +153,26 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "?#"):
+            raise ValueError("must be the bot's base URL, like https://oncall.example.com")
+        return value
+
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
 
     @field_validator("alert_webhook_token")
     @classmethod
@@ -240,6 +264,7 @@ class Settings(BaseSettings):
         return tuple(value.get_secret_value() for value in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
+            self.console_secret,
         ) if value is not None) + tuple(token.decode() for token in (
             *self.alert_webhook_tokens, *self.events_intake_keys))
 
@@ -261,6 +286,8 @@ class Settings(BaseSettings):
         if not self.oncall_runbooks.is_dir():
             lines.append(f"runbooks are disabled: no directory {self.oncall_runbooks} "
                          "(ONCALL_RUNBOOKS)")
+        if self.console_secret is None:
+            lines.append("the web console (/console) is off: CONSOLE_SECRET is not set")
         if self.alert_webhook_token is None:
             lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
         return lines

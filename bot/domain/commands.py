@@ -29,6 +29,7 @@ USAGE = {
     "report": "/oncall report [7d]",
     "rollback": "/oncall rollback MODEL [to VERSION]",
     "runbook": "/oncall runbook list | /oncall runbook run NAME key=value…",
+    "console": "/oncall console   (a one-time sign-in link to the web console, for you only)",
 }
 HELP = "*/oncall* subcommands:\n" + "\n".join(f"• `{line}`" for line in USAGE.values())
 
@@ -85,7 +86,7 @@ def parse_command(text: str) -> Command:
     if not words:
         return Command("help")
     name, args = words[0].lower(), words[1:]
-    if name in ("help", "who", "silences"):
+    if name in ("help", "who", "silences", "console"):
         if args:
             raise CommandError(name, f"`{name}` takes no arguments.")
         return Command(name)

@@ -20,6 +20,7 @@ from bot.pipeline import Pipeline
 from bot.ports import OnCall
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy
+from bot.usecases.console import Console
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Services:
     oncall: OnCall | None
     runbooks: Mapping[str, Runbook]
     mlflow_uri: str | None
+    console: Console
 
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,

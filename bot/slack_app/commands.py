@@ -43,6 +43,7 @@ from bot.runs import first_alert
 from bot.silences import add_silence, expire_silence, list_silences
 from bot.slack_app import Services
 from bot.slack_app.rollback import latest_open_incident, preview
+from bot.usecases.console import link_for_slack
 
 
 def slack_actor(user_id: str) -> Actor:
@@ -69,6 +70,11 @@ def register(app: AsyncApp, services: Services) -> None:
             return
         if parsed.name == "runbook":
             await runbook_command(parsed, command, services, respond)
+            return
+        if parsed.name == "console":
+            text = await link_for_slack(services.console, command["user_id"])
+            await respond(text=answer_text(text), response_type="ephemeral",
+                          replace_original=False)
             return
         if parsed.name == "report":
             text, blocks = await report(parsed.text, services)
