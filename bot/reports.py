@@ -8,6 +8,8 @@ done by the Jinja2 templates in bot/templates/reports/ and bot/templates/postmor
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -18,7 +20,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from bot import store
+from bot import charts, store
+from bot.charts import MISSING, ChartsUnavailable, render_png
+from bot.domain.charts import scorecard_series, series_to_json
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.messages import Mrkdwn, install, md, md_join
 from bot.domain.scorecard import (
@@ -36,6 +40,7 @@ from bot.domain.scorecard import (
 from bot.models import AlertOccurrence, Delivery, Incident, TimelineEntry
 
 FORMATS = ("text", "markdown", "json")
+log = logging.getLogger(__name__)
 
 
 # --- queries ----------------------------------------------------------------
@@ -118,31 +123,17 @@ def report_stem(scorecard: Scorecard) -> str:
     return f"scorecard-{scorecard.since:%Y%m%d}-{scorecard.until:%Y%m%d}"
 
 
-def write_chart(scorecard: Scorecard, path: Path) -> Path:
-    """A PNG of incidents per day and median MTTR per day (UTC days)."""
-    # Imported here: matplotlib takes a while to load and only Markdown reports need it
-    # (it is the `charts` extra). A bare Figure renders with Agg and touches no global
-    # pyplot state.
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("a Markdown report draws its chart with matplotlib, which is not installed: "
-                         "pip install 'oncall-bot[charts]' (or use --format text or json)") from None
+def chart_title(scorecard: Scorecard) -> str:
+    return f"On-call scorecard, {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d} (UTC days)"
 
-    days = [d.day for d in scorecard.daily]
-    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
-    counts, mttr = figure.subplots(2, 1, sharex=True)
-    counts.bar(days, [d.incidents for d in scorecard.daily], color="#4c72b0")
-    counts.set_ylabel("incidents")
-    counts.set_title(f"Incidents per day, {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d}")
-    counts.yaxis.get_major_locator().set_params(integer=True)
-    mttr.plot(days, [d.mttr_median.total_seconds() / 60 if d.mttr_median else float("nan")
-                     for d in scorecard.daily], marker="o", color="#dd8452")
-    mttr.set_ylabel("median MTTR (min)")
-    mttr.set_ylim(bottom=0)
-    mttr.set_title("Median time to resolve, by day triggered (gaps: nothing resolved)")
-    figure.autofmt_xdate()
-    figure.savefig(path, format="png", metadata={"Software": None})
+
+def write_chart(scorecard: Scorecard, path: Path) -> Path:
+    """A PNG of the scorecard's series (`domain.charts.scorecard_series`)."""
+    try:
+        path.write_bytes(render_png(scorecard_series(scorecard), title=chart_title(scorecard)))
+    except ChartsUnavailable:
+        raise ValueError(f"a Markdown report draws its chart: {MISSING} "
+                         "(or use --format text or json)") from None
     return path
 
 
@@ -199,7 +190,8 @@ def as_dict(s: Scorecard) -> dict[str, Any]:
         "security": {"total": len(s.security), "incidents": list(s.security)},
         "availability": {a.model: {"share": a.share, "downtime_seconds": a.downtime.total_seconds()}
                          for a in s.availability},
-        "daily": [{"date": d.day.isoformat(), "incidents": d.incidents,
+        "daily": [{"date": d.day.isoformat(), "incidents": d.incidents, "pages": d.pages,
+                   "mtta_median_seconds": _seconds(d.mtta_median),
                    "mttr_median_seconds": _seconds(d.mttr_median)} for d in s.daily],
     }
 
@@ -217,14 +209,33 @@ def weekly_post(scorecard: Scorecard) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     return text, blocks
 
 
+def chart_upload(scorecard: Scorecard, *, comment: Mrkdwn) -> dict[str, Any] | None:
+    """The `chart` a Slack delivery carries (the outbox draws and shares it when it is
+    sent), or None, said in a log line, when this process cannot draw charts. The file
+    name is unique, so an attempt can tell whether an earlier one shared it."""
+    if not charts.available():
+        log.info("the scorecard goes to Slack without its chart: %s", MISSING)
+        return None
+    return {"filename": f"{report_stem(scorecard)}-{secrets.token_hex(4)}.png",
+            "title": chart_title(scorecard), "comment": comment,
+            "series": series_to_json(scorecard_series(scorecard))}
+
+
+def report_window(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """[now - period, now); ValueError (fit for the user) when `period` is not a positive
+    duration."""
+    length = parse_duration(period)
+    if length <= timedelta(0):
+        raise ValueError(f"{period!r} is not a positive duration")
+    return now - length, now
+
+
 def slack_report(period: str = "7d", *, session: Session, now: datetime,
                  hours: WorkingHours = DEFAULT_WORKING_HOURS) -> tuple[str, list[dict[str, Any]]]:
     """`/oncall report [7d]`: the scorecard of the last `period`, as `weekly_post` renders it.
     Raises ValueError (message fit for the user) when `period` is not a duration."""
-    length = parse_duration(period)
-    if length <= timedelta(0):
-        raise ValueError(f"{period!r} is not a positive duration")
-    return weekly_post(scorecard_for(session=session, since=now - length, until=now, now=now,
+    since, until = report_window(period, now)
+    return weekly_post(scorecard_for(session=session, since=since, until=until, now=now,
                                      hours=hours))
 
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from anyio import to_thread
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -27,7 +28,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session, col, select
 
-from bot import store
+from bot import charts, store
 from bot.adapters.oncall import OnCallShift, OnCallUnavailable, PagerDutyOnCall
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
@@ -36,13 +37,14 @@ from bot.domain.messages import (
     Mrkdwn,
     cut,
     handoff_digest_text,
+    md,
     silence_ended_text,
 )
 from bot.domain.routing import RoutingConfig
 from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
 from bot.pipeline import Pipeline
-from bot.reports import scorecard_for, weekly_post
+from bot.reports import chart_upload, scorecard_for, weekly_post
 from bot.store import DeliveryPolicy
 
 log = logging.getLogger(__name__)
@@ -278,6 +280,7 @@ class TimerService:
                 text_))
             return
         if kind == "weekly_report":
+            await to_thread.run_sync(charts.available)  # matplotlib loads outside the transaction
             await self.pipeline.transact(self._weekly_report)
             return
         if kind == "silence_end":
@@ -290,19 +293,27 @@ class TimerService:
         log.info("timer %s for incident %s: %s", kind, subject_id, outcome)
 
     def _post(self, session: Session, now: datetime, channel: str | None, text_: Mrkdwn,
-              blocks: list[dict[str, object]] | None = None) -> None:
+              blocks: list[dict[str, object]] | None = None,
+              chart: dict[str, Any] | None = None) -> None:
+        """Owe a channel message; with `chart`, the chart is shared after it (one delivery,
+        so in that order)."""
         if self.policy.slack:
+            payload: dict[str, Any] = {"channel": channel or self.policy.default_channel,
+                                       "text": cut(text_, LONG_MESSAGE_TEXT),
+                                       "blocks": blocks or []}
+            if chart is not None:
+                payload["chart"] = chart
             session.add(Delivery(incident_id=None, target="slack", action="post",
-                                 payload={"channel": channel or self.policy.default_channel,
-                                          "text": cut(text_, LONG_MESSAGE_TEXT),
-                                          "blocks": blocks or []},
-                                 created_at=now, next_attempt_at=now))
+                                 payload=payload, created_at=now, next_attempt_at=now))
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
-        text_, blocks = weekly_post(scorecard_for(session=session, since=now - timedelta(days=7),
-                                                  until=now, now=now))
+        scorecard = scorecard_for(session=session, since=now - timedelta(days=7), until=now,
+                                  now=now)
+        text_, blocks = weekly_post(scorecard)
         channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
-        self._post(session, now, channel, text_, blocks)
+        self._post(session, now, channel, text_, blocks,
+                   chart_upload(scorecard, comment=md("Scorecard chart, {:%b %d} – {:%b %d}",
+                                                      scorecard.since, scorecard.until)))
 
     def _silence_ended(self, session: Session, now: datetime, silence_id: int) -> None:
         silence = session.get(Silence, silence_id)

@@ -146,11 +146,14 @@ class Availability:
 
 @dataclass(frozen=True, slots=True)
 class Day:
-    """One UTC day of the window: incidents triggered that day, and their median MTTR."""
+    """One UTC day of the window: incidents triggered that day and their median MTTA and
+    MTTR, and the pages to humans made that day."""
 
     day: date
     incidents: int
     mttr_median: timedelta | None
+    mtta_median: timedelta | None = None
+    pages: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +317,7 @@ def compute(incidents: Sequence[IncidentFacts], *, since: datetime, until: datet
         escalations=tuple(i.id for i in incidents if _within(i.escalated_at, since, until)),
         rollbacks=tuple(sorted(rollbacks, key=lambda r: (r.at, r.incident_id))),
         availability=availability(incidents, since=since, until=until, now=now),
-        daily=daily(cohort, since=since, until=until),
+        daily=daily(cohort, since=since, until=until, pages=pages),
     )
 
 
@@ -335,7 +338,7 @@ def availability(incidents: Sequence[IncidentFacts], *, since: datetime, until: 
 
 
 def daily(cohort: Sequence[IncidentFacts], *, since: datetime, until: datetime,
-          ) -> tuple[Day, ...]:
+          pages: Sequence[Page] = ()) -> tuple[Day, ...]:
     """Every UTC day the window touches, with no gaps, for a trend chart."""
     first = since.astimezone(UTC).date()
     last = (until - timedelta(microseconds=1)).astimezone(UTC).date()
@@ -344,5 +347,8 @@ def daily(cohort: Sequence[IncidentFacts], *, since: datetime, until: datetime,
         day = first + timedelta(days=offset)
         of_day = [i for i in cohort if i.triggered_at.astimezone(UTC).date() == day]
         resolved = [d for i in of_day if (d := time_to_resolve(i)) is not None]
-        days.append(Day(day, len(of_day), durations(resolved).median))
+        acknowledged = [d for i in of_day if (d := time_to_acknowledge(i)) is not None]
+        days.append(Day(day, len(of_day), durations(resolved).median,
+                        durations(acknowledged).median,
+                        sum(p.at.astimezone(UTC).date() == day for p in pages)))
     return tuple(days)
