@@ -31,6 +31,7 @@ from bot.domain.scorecard import (
     Durations,
     Event,
     IncidentFacts,
+    Satisfaction,
     Scorecard,
     WorkingHours,
     compute,
@@ -86,7 +87,8 @@ def facts(incident: Incident, events: Sequence[Event] = ()) -> IncidentFacts:
 def scorecard_for(*, session: Session, since: datetime, until: datetime, now: datetime,
                   hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
     return compute(load_facts(session=session, since=since, until=until),
-                   since=since, until=until, now=now, hours=hours)
+                   since=since, until=until, now=now, hours=hours,
+                   pulses=store.pulse_facts(session=session, since=since, until=until))
 
 
 # --- rendering ----------------------------------------------------------------
@@ -98,6 +100,18 @@ def _duration(value: timedelta | None) -> str:
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
+
+
+def _satisfaction(value: Satisfaction | None) -> str:
+    """The latest pulse in one line: mean of 5, answers, change from the pulse before."""
+    if value is None:
+        return "no pulse yet"
+    if value.mean is None:
+        return f"no answers yet to the pulse of {value.opened_at:%Y-%m-%d}"
+    trend = ("" if value.trend is None
+             else f"; {value.trend:+.2f} from the pulse before")
+    return (f"{value.mean:.2f} of 5 from {value.count} answer{'s' if value.count != 1 else ''}"
+            f"{trend} (pulse of {value.opened_at:%Y-%m-%d})")
 
 
 def _utc(value: datetime | None) -> str:
@@ -114,7 +128,8 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
                       autoescape=False, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell)
+    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell,
+                       satisfaction=_satisfaction)
     return install(env)
 
 
@@ -190,6 +205,10 @@ def as_dict(s: Scorecard) -> dict[str, Any]:
         "security": {"total": len(s.security), "incidents": list(s.security)},
         "availability": {a.model: {"share": a.share, "downtime_seconds": a.downtime.total_seconds()}
                          for a in s.availability},
+        "satisfaction": None if s.satisfaction is None else {
+            "pulse_opened_at": _iso(s.satisfaction.opened_at), "count": s.satisfaction.count,
+            "mean": s.satisfaction.mean, "previous_mean": s.satisfaction.previous_mean,
+            "trend": s.satisfaction.trend, "comments": list(s.satisfaction.comments)},
         "daily": [{"date": d.day.isoformat(), "incidents": d.incidents, "pages": d.pages,
                    "mtta_median_seconds": _seconds(d.mtta_median),
                    "mttr_median_seconds": _seconds(d.mttr_median)} for d in s.daily],

@@ -26,6 +26,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     # The scorecard's chart, shared in Slack (the upload URL itself needs no scope).
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
+    # The pulse's comment modal (a trigger_id from the click is all it needs).
+    "views.open": (),
 }
 
 EVENT_SCOPES: dict[str, tuple[str, ...]] = {

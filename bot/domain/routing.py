@@ -75,8 +75,8 @@ class Permissions:
 
 @dataclass(frozen=True, slots=True)
 class ChannelSchedule:
-    """A recurring channel post (shift handoff, weekly scorecard): when (cron, in
-    `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
+    """A recurring channel post (shift handoff, weekly scorecard, satisfaction pulse):
+    when (cron, in `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
 
     cron: str
     timezone: str = "UTC"
@@ -92,6 +92,7 @@ class RoutingConfig:
     escalation: EscalationPolicy = EscalationPolicy()
     handoff: ChannelSchedule | None = None
     weekly_report: ChannelSchedule | None = None
+    pulse: ChannelSchedule | None = None
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -210,6 +211,7 @@ class _RoutingSpec(BaseModel):
     escalation: _EscalationSpec = _EscalationSpec()
     handoff: _ScheduleSpec | None = None
     weekly_report: _ScheduleSpec | None = None
+    pulse: _ScheduleSpec | None = None
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -269,4 +271,5 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
 
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
                          permissions=permissions, escalation=escalation,
-                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report))
+                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report),
+                         pulse=schedule(spec.pulse))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.domain.pulse import PulseFacts, Satisfaction, satisfaction
+
 # Timeline kinds the scorecard reads; the loader need not fetch any other.
 EVENT_KINDS = ("resolved", "reopened", "promoted", "rollback")
 
@@ -178,6 +180,7 @@ class Scorecard:
     rollbacks: tuple[Rollback, ...]
     availability: tuple[Availability, ...]
     daily: tuple[Day, ...]
+    satisfaction: Satisfaction | None = None  # the latest pulse (domain.pulse)
 
     @property
     def l0_share(self) -> float | None:
@@ -280,11 +283,13 @@ def _within(at: datetime | None, since: datetime, until: datetime) -> bool:
 
 
 def compute(incidents: Sequence[IncidentFacts], *, since: datetime, until: datetime,
-            now: datetime, hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
+            now: datetime, hours: WorkingHours = DEFAULT_WORKING_HOURS,
+            pulses: Sequence[PulseFacts] = ()) -> Scorecard:
     """The scorecard for [since, until) as known at `now`.
 
     `incidents` must include every incident open at any time in the window (the
-    loader's overlap query); others are ignored where they do not count.
+    loader's overlap query); others are ignored where they do not count. `pulses` must
+    include the two latest opened before `until`.
     """
     if until <= since:
         raise ValueError("the window must end after it starts")
@@ -318,6 +323,7 @@ def compute(incidents: Sequence[IncidentFacts], *, since: datetime, until: datet
         rollbacks=tuple(sorted(rollbacks, key=lambda r: (r.at, r.incident_id))),
         availability=availability(incidents, since=since, until=until, now=now),
         daily=daily(cohort, since=since, until=until, pages=pages),
+        satisfaction=satisfaction(pulses, until=until),
     )
 
 

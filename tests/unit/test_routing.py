@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from bot.domain.matchers import Matcher, MatcherError, MatchType
-from bot.domain.routing import RoutingError, Tier, parse_routing
+from bot.domain.routing import ChannelSchedule, RoutingError, Tier, parse_routing
 from bot.routing_file import load_routing
 from bot.settings import DEFAULT_ROUTING_FILE
 
@@ -82,6 +82,9 @@ def test_first_match_wins_and_carries_its_fields():
         (_doc(teams={}), r"routes\[0\].team: 'ds-churn' is not defined"),
         (_doc(teams={"ds-churn": {"slack_group": "#churn"}}), "teams.ds-churn.slack_group"),
         (_doc(permissions={"users": ["U1"], "admins": []}), "permissions.admins"),
+        (_doc(pulse={"cron": "0 10 1 *"}), "pulse.cron: .*five fields"),
+        (_doc(pulse={"cron": "0 10 1 * *", "timezone": "Mars/Olympus"}), "pulse.timezone"),
+        (_doc(pulse={"cron": "0 10 1 * *", "chanel": "#x"}), "pulse.chanel"),
         ("just text", "routing file"),
     ],
 )
@@ -107,3 +110,10 @@ def test_teams_and_permissions_are_read():
     assert (team.slack_group, team.pagerduty_routing_key_env) == ("S0CHURN", "CHURN_KEY")
     assert routing.permissions.users == {"U1"} and routing.permissions.groups == {"S0PLAT"}
     assert routing.permissions.on_call is False
+
+
+def test_the_pulse_schedule_is_read():
+    config = parse_routing(_doc(pulse={"cron": "0 10 1 * *", "timezone": "Europe/Berlin",
+                                       "channel": "#ml-pulse"}))
+    assert config.pulse == ChannelSchedule("0 10 1 * *", "Europe/Berlin", "#ml-pulse")
+    assert parse_routing(_doc()).pulse is None
