@@ -123,13 +123,23 @@ def _cell(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
+def _free_text(value: object) -> str:
+    """Free text a person typed (a pulse comment) as one Markdown list item: no HTML,
+    no link or image syntax taking effect."""
+    escaped = str(value).replace("\\", "\\\\").replace("&", "&amp;").replace(
+        "<", "&lt;").replace(">", "&gt;")
+    for char in "[]()!*_`#|":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped.replace("\r", "").replace("\n", "<br>")
+
+
 @cache
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
                       autoescape=False, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
     env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell,
-                       satisfaction=_satisfaction)
+                       satisfaction=_satisfaction, free_text=_free_text)
     return install(env)
 
 

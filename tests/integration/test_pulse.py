@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.clock import utcnow
+from bot.db import Database
 from bot.main import create_app
+from bot.models import Pulse, PulseAnswer
 from bot.settings import load_settings
 from bot.store import DeliveryPolicy
 from bot.usecases.pulse import open_pulse
@@ -217,3 +222,37 @@ def test_the_pulse_is_posted_at_its_cron_time_once(bot_env, tmp_path, slack):
 def rows(app, sql: str) -> list:
     with app.state.db.reader.connect() as connection:
         return connection.exec_driver_sql(sql).all()
+
+
+def test_oncall_bot_report_shows_the_latest_pulse_and_its_trend(database_url, tmp_path):
+    """Through the command line over a real database: the January pulse (2, 3, 4: mean
+    3.00) and the February one (4, 5, 5, 3 and a comment: mean 4.25), reported in March."""
+    db = Database(database_url)
+    db.upgrade()
+    with db.write() as session:
+        for key, opened, scores in (("jan", datetime(2026, 1, 1, 9, tzinfo=UTC), (2, 3, 4)),
+                                    ("feb", datetime(2026, 2, 1, 9, tzinfo=UTC), (4, 5, 5, 3))):
+            pulse = Pulse(key=key, channel="#ml-pulse", opened_at=opened)
+            session.add(pulse)
+            session.flush()
+            for n, score in enumerate(scores):
+                session.add(PulseAnswer(pulse_id=pulse.id, user_id=f"U0PERSON{n}", score=score,
+                                        comment="<b>faster</b> | please" if n == 0 else "",
+                                        answered_at=opened))
+    db.dispose()
+    command = [sys.executable, "-m", "bot.cli_reports", "report", "--since", "7d", "--until",
+               "2026-03-09T00:00:00Z"]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    result = subprocess.run([*command, "--format", "json"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["satisfaction"] == {
+        "pulse_opened_at": "2026-02-01T09:00:00Z", "count": 4, "mean": 4.25,
+        "previous_mean": 3.0, "trend": 1.25, "comments": ["<b>faster</b> | please"]}
+    text = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120).stdout
+    assert ("Satisfaction             4.25 of 5 from 4 answers; +1.25 from the pulse before "
+            "(pulse of 2026-02-01)") in text
+    markdown = subprocess.run([*command, "--format", "markdown", "--out", str(tmp_path)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    # A comment is shown as text: no HTML, no Markdown syntax taking effect.
+    assert "- &lt;b&gt;faster&lt;/b&gt; \\| please" in Path(markdown.stdout.strip()).read_text()
