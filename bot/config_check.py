@@ -70,7 +70,8 @@ def check_routing(routing: RoutingConfig, runbooks: Mapping[str, Runbook] | None
                 problems.append(Problem("warning", source, f"{key}.runbook", (
                     f"{route.runbook!r} changes production, so it never runs by itself: "
                     "no diagnostics run for this route")))
-    for name, schedule in (("handoff", routing.handoff), ("weekly_report", routing.weekly_report)):
+    for name, schedule in (("handoff", routing.handoff), ("weekly_report", routing.weekly_report),
+                           ("pulse", routing.pulse)):
         if schedule is not None and (why := _cron_problem(schedule)):
             problems.append(Problem("error", source, f"{name}.cron", why))
     # The same reading create_app pages with, so the warning names exactly what it lacks.

@@ -231,3 +231,28 @@ class ConsoleLink(SQLModel, table=True):
     created_at: datetime
     expires_at: datetime = Field(index=True)
     used_at: datetime | None = None
+
+
+class Pulse(SQLModel, table=True):
+    """One satisfaction pulse posted in Slack. `key` names the cron occurrence it answers,
+    so a timer fired twice (at a leader takeover) opens one pulse. Open until the next
+    one opens."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=64)
+    channel: str
+    opened_at: datetime = Field(index=True)
+    closed_at: datetime | None = None
+
+
+class PulseAnswer(SQLModel, table=True):
+    """One person's answer to one pulse; clicking again changes it (upsert on the pair)."""
+
+    __table_args__ = (UniqueConstraint("pulse_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pulse_id: int = Field(foreign_key="pulse.id")
+    user_id: str = Field(max_length=32)  # the Slack user ID who clicked
+    score: int  # 1..5, checked before it is stored (domain.pulse)
+    comment: str = Field(default="", max_length=1000)
+    answered_at: datetime

@@ -94,6 +94,15 @@ class Chat(Protocol):
         that cannot be joined, only invited to (private channels, DMs). Raises
         MissingScope, RetryLater, Undeliverable."""
 
+    async def upload(self, channel: str, filename: str, title: str, content: bytes, *,
+                     comment: str) -> str:
+        """Share a file in `channel` with `comment` as its message; returns the file's ID.
+        Raises NotInChannel, MissingScope, RetryLater, Undeliverable."""
+
+    async def find_upload(self, channel: str, filename: str, *, since: datetime) -> bool:
+        """Whether the bot shared a file named `filename` in `channel` since `since`,
+        within a bounded search. Raises NotInChannel, MissingScope, RetryLater."""
+
 
 class Notes(Protocol):
     async def add_note(self, incident_key: str, content: str) -> None:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from anyio import to_thread
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -27,7 +28,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session, col, select
 
-from bot import store
+from bot import charts, store
 from bot.db import Database
 from bot.domain.escalation import Timer, TimerKind, timers_for
 from bot.domain.messages import (
@@ -35,15 +36,17 @@ from bot.domain.messages import (
     Mrkdwn,
     cut,
     handoff_digest_text,
+    md,
     silence_ended_text,
 )
-from bot.domain.routing import RoutingConfig
+from bot.domain.routing import ChannelSchedule, RoutingConfig
 from bot.incident_actions import clocks_of, fire_timer
 from bot.models import Delivery, Incident, Silence
 from bot.pipeline import Pipeline
 from bot.ports import OnCall, OnCallShift, OnCallUnavailable
-from bot.reports import scorecard_for, weekly_post
+from bot.reports import chart_upload, scorecard_for, weekly_post
 from bot.store import DeliveryPolicy
+from bot.usecases.pulse import open_pulse
 
 log = logging.getLogger(__name__)
 # APScheduler logs every job added, paused-for and run at INFO: hundreds of lines in an
@@ -68,6 +71,24 @@ _PACE = 0.002
 _STORM_LOAD = 0.5
 _STORM_HORIZON = timedelta(minutes=2)
 _active: TimerService | None = None  # set while started: jobs must name an importable callable
+
+
+def occurrence(schedule: ChannelSchedule, now: datetime) -> datetime:
+    """The cron's latest fire time at or before `now`: which occurrence a firing job
+    answers, late (missed while no process ran) or twice (at a takeover). Looked for
+    in a window that doubles until it holds one, so any schedule costs a few steps."""
+    trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
+    span = timedelta(minutes=2)
+    while True:
+        fire = trigger.get_next_fire_time(None, now - span)
+        if fire is not None and fire <= now:
+            while (later := trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+                   ) is not None and later <= now:
+                fire = later
+            return fire.astimezone(UTC)
+        if span > timedelta(days=800):
+            return now  # a cron that never fired (29 February only, say): this moment
+        span *= 2
 
 
 async def run_job(kind: str, subject_id: int) -> None:
@@ -195,14 +216,18 @@ class TimerService:
         )
         scheduler.start()  # raises if the job store cannot be reached: retried next round
         self.scheduler = scheduler
-        for name, schedule in (("handoff", self.routing.handoff),
-                               ("weekly_report", self.routing.weekly_report)):
+        for name, schedule in self._schedules():
             if schedule is not None:
                 scheduler.add_job(run_job, CronTrigger.from_crontab(
                     schedule.cron, timezone=schedule.timezone), args=[name, 0], id=name,
                     replace_existing=True)
             elif scheduler.get_job(name) is not None:
                 scheduler.remove_job(name)
+
+    def _schedules(self) -> tuple[tuple[str, ChannelSchedule | None], ...]:
+        """The cron jobs from the routing file (their job ids are their names)."""
+        return (("handoff", self.routing.handoff), ("weekly_report", self.routing.weekly_report),
+                ("pulse", self.routing.pulse))
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -239,7 +264,7 @@ class TimerService:
             # The job store's own table, read without unpickling every job.
             existing: dict[str, float | None] = dict(session.exec(  # type: ignore[call-overload]
                 text(f"SELECT id, next_run_time FROM {_JOBS_TABLE}")).all())
-        for name in ("handoff", "weekly_report"):
+        for name, _ in self._schedules():
             existing.pop(name, None)
         stale = existing.keys() - wanted.keys()
         changed = [(job_id, kind, subject, due_at)
@@ -278,7 +303,17 @@ class TimerService:
                 text_))
             return
         if kind == "weekly_report":
+            await to_thread.run_sync(charts.available)  # matplotlib loads outside the transaction
             await self.pipeline.transact(self._weekly_report)
+            return
+        if kind == "pulse" and self.routing.pulse is not None:
+            schedule = self.routing.pulse
+            key = f"{occurrence(schedule, self.pipeline.clock()):%Y-%m-%dT%H:%M%z}"
+            opened = await self.pipeline.transact(lambda session, now: open_pulse(
+                key, schedule.channel or self.policy.default_channel, session=session, now=now,
+                policy=self.policy))
+            log.info("pulse %s: %s", key, f"opened #{opened}" if opened else "not opened "
+                     "(opened already, or Slack is not configured)")
             return
         if kind == "silence_end":
             await self.pipeline.transact(lambda session, now: self._silence_ended(
@@ -290,19 +325,27 @@ class TimerService:
         log.info("timer %s for incident %s: %s", kind, subject_id, outcome)
 
     def _post(self, session: Session, now: datetime, channel: str | None, text_: Mrkdwn,
-              blocks: list[dict[str, object]] | None = None) -> None:
+              blocks: list[dict[str, object]] | None = None,
+              chart: dict[str, Any] | None = None) -> None:
+        """Owe a channel message; with `chart`, the chart is shared after it (one delivery,
+        so in that order)."""
         if self.policy.slack:
+            payload: dict[str, Any] = {"channel": channel or self.policy.default_channel,
+                                       "text": cut(text_, LONG_MESSAGE_TEXT),
+                                       "blocks": blocks or []}
+            if chart is not None:
+                payload["chart"] = chart
             session.add(Delivery(incident_id=None, target="slack", action="post",
-                                 payload={"channel": channel or self.policy.default_channel,
-                                          "text": cut(text_, LONG_MESSAGE_TEXT),
-                                          "blocks": blocks or []},
-                                 created_at=now, next_attempt_at=now))
+                                 payload=payload, created_at=now, next_attempt_at=now))
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
-        text_, blocks = weekly_post(scorecard_for(session=session, since=now - timedelta(days=7),
-                                                  until=now, now=now))
+        scorecard = scorecard_for(session=session, since=now - timedelta(days=7), until=now,
+                                  now=now)
+        text_, blocks = weekly_post(scorecard)
         channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
-        self._post(session, now, channel, text_, blocks)
+        self._post(session, now, channel, text_, blocks,
+                   chart_upload(scorecard, comment=md("Scorecard chart, {:%b %d} – {:%b %d}",
+                                                      scorecard.since, scorecard.until)))
 
     def _silence_ended(self, session: Session, now: datetime, silence_id: int) -> None:
         silence = session.get(Silence, silence_id)

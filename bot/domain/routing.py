@@ -77,8 +77,8 @@ class Permissions:
 
 @dataclass(frozen=True, slots=True)
 class ChannelSchedule:
-    """A recurring channel post (shift handoff, weekly scorecard): when (cron, in
-    `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
+    """A recurring channel post (shift handoff, weekly scorecard, satisfaction pulse):
+    when (cron, in `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
 
     cron: str
     timezone: str = "UTC"
@@ -96,6 +96,7 @@ class RoutingConfig:
     weekly_report: ChannelSchedule | None = None
     drift_resolve_after: int = DEFAULT_RESOLVE_AFTER
     drift_sources: tuple[DriftSource, ...] = ()
+    pulse: ChannelSchedule | None = None
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -241,6 +242,7 @@ class _RoutingSpec(BaseModel):
     handoff: _ScheduleSpec | None = None
     weekly_report: _ScheduleSpec | None = None
     drift_sources: list[_DriftSourceSpec] = []
+    pulse: _ScheduleSpec | None = None
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -304,4 +306,5 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
                          drift_resolve_after=spec.defaults.drift_resolve_after,
                          drift_sources=tuple(
                              DriftSource(re.compile(d.source), dict(d.labels), tuple(d.features))
-                             for d in spec.drift_sources))
+                             for d in spec.drift_sources),
+                         pulse=schedule(spec.pulse))

@@ -40,10 +40,11 @@ class Services:
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,
                     services: Services) -> AsyncApp:
-    from bot.slack_app import actions, commands, rollback
+    from bot.slack_app import actions, commands, pulse, rollback
 
     app = AsyncApp(signing_secret=signing_secret, client=client)
     commands.register(app, services)
     actions.register(app, services)
     rollback.register(app, services)
+    pulse.register(app, services)
     return app

@@ -44,6 +44,7 @@ from bot.silences import add_silence, expire_silence, list_silences
 from bot.slack_app import Services
 from bot.slack_app.rollback import latest_open_incident, preview
 from bot.usecases.console import link_for_slack
+from bot.usecases.report_chart import share_report_chart
 
 
 def slack_actor(user_id: str) -> Actor:
@@ -80,6 +81,9 @@ def register(app: AsyncApp, services: Services) -> None:
             text, blocks = await report(parsed.text, services)
             await respond(text=text, blocks=blocks, response_type="ephemeral",
                           replace_original=False)
+            await share_report_chart(services.pipeline, period=parsed.text,
+                                     channel_id=command.get("channel_id", ""),
+                                     user_id=command["user_id"])
             return
         try:
             text = await run(parsed, command["user_id"], services)

@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 from anyio import to_thread
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import incident_record, reports
+from bot import charts, incident_record, reports
 from bot.clock import Clock
 from bot.db import Database
+from bot.domain.charts import scorecard_series
 from bot.domain.console import (
     LINK_TTL,
     ConsoleError,
@@ -152,12 +153,13 @@ def scorecard(console: Console, period: str | None) -> Scorecard:
 
 def charts_available() -> bool:
     """Whether the scorecard's chart can be drawn (matplotlib, the `charts` extra)."""
-    return reports.charts_available()
+    return charts.available()
 
 
 def chart(console: Console, period: str | None) -> bytes:
-    """The scorecard's trend chart as PNG; raises ValueError without matplotlib."""
-    return reports.chart_png(scorecard(console, period))
+    """The scorecard's trend chart as PNG; raises ChartsUnavailable without matplotlib."""
+    card = scorecard(console, period)
+    return charts.render_png(scorecard_series(card), title=reports.chart_title(card))
 
 
 def models(console: Console, period: str | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ teams:
     slack_group: S0CHURNDS
     pagerduty_routing_key_env: CHURN_PAGERDUTY_ROUTING_KEY
 handoff: {cron: "99 9 * * 1-5", timezone: Europe/London}
+pulse: {cron: "0 10 32 * *", timezone: Europe/Berlin, channel: "#ml-pulse"}
 routes:
   - name: churn
     matchers: ['model="churn"']
@@ -67,7 +68,9 @@ def test_config_check_names_each_bad_configuration(tmp_path):
     assert any(f"{source}: routes[2]: route 'never' can never be reached: routes[1] ('everything')" in line
                for line in errors), errors
     assert any("routes[3]: route 'default' can never be reached" in line for line in errors)
-    assert len(errors) == 4, errors
+    assert any(f"{source}: pulse.cron: '0 10 32 * *' is not a valid cron" in line
+               for line in errors), errors
+    assert len(errors) == 5, errors
     assert (f"warning: {source}: teams.ds-churn.pagerduty_routing_key_env: "
             "CHURN_PAGERDUTY_ROUTING_KEY is not set: escalation mentions Slack group S0CHURNDS") in result.stdout
     assert "Traceback" not in result.stderr
@@ -79,7 +82,8 @@ def test_config_check_names_each_bad_configuration(tmp_path):
 
 
 def test_a_sound_configuration_passes_and_a_set_key_silences_the_warning(tmp_path):
-    sound = BROKEN.replace('"99 9', '"0 9').replace("hihg", "high").replace(
+    sound = BROKEN.replace('"99 9', '"0 9').replace('"0 10 32', '"0 10 1').replace(
+        "hihg", "high").replace(
         "  - name: everything\n    tier: L0\n", "")
     result = oncall_bot("config", "check", env=_env(tmp_path, sound, CHURN_PAGERDUTY_ROUTING_KEY="k" * 32))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -99,7 +99,7 @@ def slash(bot, slack, text: str, user: str = STRANGER, *, timestamp=None, secret
 
 def click(bot, slack, action: str, incident_id: int, user: str = STRANGER):
     name = f"click-{time.monotonic_ns()}"
-    (message,) = slack.top_level_messages()
+    (message,) = slack.top_level_messages(slack.channel_id("#ml-alerts"))
     body = block_actions_body(action, str(incident_id), user, message["channel"], message["ts"],
                               response_url=slack.response_url(name))
     response = bot.http.post("/slack/events", content=body,
@@ -459,8 +459,12 @@ def test_report_and_postmortem_from_slack(app_bot, slack, pagerduty):
     assert answer["response_type"] == "ephemeral" and answer["blocks"]
     assert "1 incidents" in answer["text"] or "1 incident" in answer["text"]
     assert "not a period" in slash(app_bot, slack, "report soon")[1]
+    # Its chart is shared in the channel the command came from (C0ALERTS01), once.
+    (chart,) = app_bot.until(lambda: slack.uploads("C0ALERTS01"), what="the report's chart")
+    assert chart["content"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"for <@{STRANGER}>" in chart["initial_comment"]
 
-    (message,) = slack.top_level_messages()
+    (message,) = slack.top_level_messages(slack.channel_id("#ml-alerts"))
     assert "incident_postmortem" in json.dumps(message["blocks"])
     name = click(app_bot, slack, "incident_postmortem", incident_id, user=STRANGER)
     (draft,) = app_bot.until(lambda: slack.responses(name), what="the postmortem")
