@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from bot.usecases.console import create_link
 from tests.browser import chromium
@@ -46,6 +48,14 @@ def link(site: Site) -> str:
     return create_link(site.app.state.console, MEMBER, created_by="test", base_url=site.url)
 
 
+def follow(browser, element) -> None:
+    """Click what leaves the page, and wait until the next page replaced it: a click
+    returns before the navigation it starts is over, so reading at once races the load."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+
+
 def rows(browser) -> list:
     return browser.find_elements(By.CSS_SELECTOR, "table.incidents tbody tr")
 
@@ -59,27 +69,27 @@ def test_without_a_session_the_browser_is_told_how_to_sign_in(site, browser):
 def test_sign_in_filter_the_list_and_open_an_incident(site, browser):
     browser.get(link(site))
     assert browser.get_cookies() == [] or all(c["name"] != "oncall_console" for c in browser.get_cookies())
-    browser.find_element(By.ID, "sign-in").click()
+    follow(browser, browser.find_element(By.ID, "sign-in"))
     assert browser.current_url == site.url + "/console/incidents", browser.page_source
     session = next(c for c in browser.get_cookies() if c["name"] == "oncall_console")
     assert session["httpOnly"] and session["sameSite"] == "Strict" and not session["secure"]
     assert len(rows(browser)) == 30
 
     browser.find_element(By.CSS_SELECTOR, 'input[name="state"][value="triggered"]').click()
-    browser.find_element(By.ID, "filter").click()
+    follow(browser, browser.find_element(By.ID, "filter"))
     states = {row.find_element(By.CSS_SELECTOR, ".badge").text for row in rows(browser)}
     assert states == {"triggered"} and len(rows(browser)) == 3
 
     browser.get(site.url + "/console/incidents")
     browser.find_element(By.NAME, "model").send_keys("churn")
     browser.find_element(By.NAME, "since").send_keys("3d")
-    browser.find_element(By.ID, "filter").click()
+    follow(browser, browser.find_element(By.ID, "filter"))
     models = {row.find_elements(By.TAG_NAME, "td")[4].text for row in rows(browser)}
     assert models == {"churn"} and 0 < len(rows(browser)) < 6
 
     first = rows(browser)[0].find_element(By.CSS_SELECTOR, "td.title a")
     title = first.text
-    first.click()
+    follow(browser, first)
     assert browser.find_element(By.ID, "incident-title").text.endswith(title)
     timeline = browser.find_element(By.CSS_SELECTOR, "ol.timeline").text
     assert "opened" in timeline or "triggered" in timeline, timeline
@@ -97,7 +107,7 @@ def test_the_scorecard_chart_renders(site, browser):
 def test_a_script_in_a_label_stays_text(site, browser):
     browser.get(site.url + "/console/incidents")
     newest = rows(browser)[0].find_element(By.CSS_SELECTOR, "td a")
-    newest.click()
+    follow(browser, newest)
     labels = browser.find_element(By.CSS_SELECTOR, "table.labels").text
     assert HOSTILE in labels  # shown as the characters it is
     assert browser.execute_script("return window.pwned === undefined")
