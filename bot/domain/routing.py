@@ -8,6 +8,7 @@ loaded; every error names the key that is wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,9 +19,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from bot.domain.durations import parse_duration
 from bot.domain.escalation import EscalationPolicy
-from bot.domain.matchers import Matcher, MatcherError, match_all
+from bot.domain.matchers import Matcher, MatcherError, MatchType, match_all
 
 SUPPORTED_VERSIONS = (1,)
+_LITERALS = re.compile(r"[A-Za-z0-9_.-]+(\|[A-Za-z0-9_.-]+)*")  # churn|fraud: names, not a pattern
 
 
 class Tier(StrEnum):
@@ -92,6 +94,28 @@ class RoutingConfig:
     escalation: EscalationPolicy = EscalationPolicy()
     handoff: ChannelSchedule | None = None
     weekly_report: ChannelSchedule | None = None
+    # Model changes: how long after a serving-alias move an incident is said to follow
+    # it, and which alias serves each model (default `serving_alias`, per model `models`).
+    change_window: timedelta = timedelta(hours=2)
+    serving_alias_default: str = "champion"
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def serving_alias(self, model: str) -> str:
+        return self.model_aliases.get(model, self.serving_alias_default)
+
+    def named_models(self) -> frozenset[str]:
+        """Models the routes name literally (`model="churn"`, `model=~"churn|fraud"`) and
+        those given under `models:`: the ones the bot watches from the start."""
+        named = set(self.model_aliases)
+        for route in self.routes:
+            for matcher in route.matchers:
+                if matcher.name != "model":
+                    continue
+                if matcher.type is MatchType.EQUAL:
+                    named.add(matcher.value)
+                elif matcher.type is MatchType.REGEX and _LITERALS.fullmatch(matcher.value):
+                    named.update(matcher.value.split("|"))
+        return frozenset(m for m in named if m)
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -141,6 +165,15 @@ class _Defaults(BaseModel):
 
     group_by: list[str] = ["alertname", "model", "environment"]
     reopen_window: Duration = timedelta(hours=1)
+    # An incident opened within this long after its model's serving alias moved names the move.
+    change_window: Duration = timedelta(hours=2)
+    serving_alias: str = Field(default="champion", min_length=1)
+
+
+class _ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    serving_alias: str = Field(min_length=1)
 
 class _TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -210,6 +243,7 @@ class _RoutingSpec(BaseModel):
     escalation: _EscalationSpec = _EscalationSpec()
     handoff: _ScheduleSpec | None = None
     weekly_report: _ScheduleSpec | None = None
+    models: dict[str, _ModelSpec] = {}
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -269,4 +303,7 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
 
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
                          permissions=permissions, escalation=escalation,
-                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report))
+                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report),
+                         change_window=spec.defaults.change_window,
+                         serving_alias_default=spec.defaults.serving_alias,
+                         model_aliases={m: s.serving_alias for m, s in spec.models.items()})

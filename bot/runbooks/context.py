@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.clock import Clock, utcnow
+from bot.domain.changes import Change
 from bot.runbooks.fetch import Resolver, parse_patterns, system_resolver
 from bot.runbooks.format import RunbookError
 
@@ -38,6 +39,9 @@ class RunContext:
     clock: Clock = utcnow
     secrets: tuple[str, ...] = ()
     plugin_paths: tuple[str, ...] = ()
+    # The newest model change the bot recorded for (model, alias): what `what_changed`
+    # reads first (MLflow keeps no alias history). None outside the bot (the CLI).
+    recorded_change: Callable[[str, str], Awaitable[Change | None]] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

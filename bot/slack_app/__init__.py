@@ -18,8 +18,10 @@ from bot.db import Database
 from bot.domain.routing import RoutingConfig
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
+from bot.ports import ModelRegistry
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy
+from bot.usecases.changes import ModelChanges
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class Services:
     oncall: PagerDutyOnCall | None
     runbooks: Mapping[str, Runbook]
     mlflow_uri: str | None
+    registry: ModelRegistry | None = None
+    changes: ModelChanges | None = None
 
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,

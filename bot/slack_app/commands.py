@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from bot import store
 from bot.adapters.oncall import OnCallUnavailable
+from bot.domain.changes import changes_text
 from bot.domain.commands import HELP, Command, CommandError, parse_command
 from bot.domain.messages import (
     LONG_MESSAGE_TEXT,
@@ -94,6 +95,8 @@ async def run(command: Command, user_id: str, services: Services) -> str:
         return HELP
     if name == "who":
         return await who(services)
+    if name == "changes":
+        return await changes(command, services)
     if name in ("list", "show", "silences"):
         with services.db.read() as session:
             now = services.pipeline.clock()
@@ -207,6 +210,15 @@ async def report(period: str, services: Services) -> tuple[str, list[dict[str, A
             return slack_report(period, session=session, now=services.pipeline.clock())
 
     return await to_thread.run_sync(build)
+
+
+async def changes(command: Command, services: Services) -> Mrkdwn | str:
+    if services.changes is None:
+        return "Model changes are not recorded by this bot."
+    period = command.duration or timedelta(hours=24)
+    model = command.filters.get("model")
+    found = await services.changes.recent(model=model, period=period)
+    return changes_text(found, now=services.pipeline.clock(), model=model, period=period)
 
 
 async def _check_resolve(incident_id: int, user_id: str, services: Services) -> None:
