@@ -300,7 +300,7 @@ class TimerService:
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
         text_, blocks = weekly_post(scorecard_for(session=session, since=now - timedelta(days=7),
-                                                  until=now, now=now))
+                                                  until=now, now=now, routing=self.routing))
         channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
         self._post(session, now, channel, text_, blocks)
 

@@ -207,7 +207,8 @@ async def runbook_command(command: Command, slash: dict[str, Any], services: Ser
 async def report(period: str, services: Services) -> tuple[str, list[dict[str, Any]]]:
     def build() -> tuple[str, list[dict[str, Any]]]:
         with services.db.read() as session:
-            return slack_report(period, session=session, now=services.pipeline.clock())
+            return slack_report(period, session=session, now=services.pipeline.clock(),
+                                routing=services.routing)
 
     return await to_thread.run_sync(build)
 

@@ -239,3 +239,48 @@ def test_subscribe_without_a_secret_says_so(tmp_path, mlflow_server):  # noqa: F
     assert done.returncode == 2 and "MLFLOW_WEBHOOK_SECRET is not set" in done.stderr
     assert not [h for h in mlflow_server.call("GET", "webhooks")["webhooks"]
                 if h["url"].startswith("http://127.0.0.1:9/")]
+
+
+def test_the_scorecard_reads_its_speed_side_from_the_change_records(database_url):
+    """The loader's part of the hand-computed quarter (tests/unit/test_speed.py): the
+    records in a real database, the routing file's window, serving alias and teams."""
+    from bot.db import Database
+    from bot.domain.routing import parse_routing
+    from bot.models import Incident
+    from bot.reports import as_dict, scorecard_for
+
+    routing = parse_routing({"version": 1, "defaults": {"change_window": "2h"},
+                             "teams": {"ds-churn": {}},
+                             "routes": [{"name": "churn", "matchers": ['model="churn"'],
+                                         "tier": "L1", "team": "ds-churn"},
+                                        {"name": "default", "tier": "L0"}]})
+    db = Database(database_url)
+    db.upgrade()
+    t0 = datetime(2026, 7, 6, 10, tzinfo=UTC)
+    with db.write() as session:
+        for before, after, when in ((None, "1", t0 - timedelta(days=10)), ("1", "2", t0),
+                                    ("2", "1", t0 + timedelta(hours=1)),
+                                    ("1", "3", t0 + timedelta(days=2))):
+            session.add(ModelChange(model="churn", alias="champion", from_version=before,
+                                    to_version=after, moved_at=when, source="webhook",
+                                    recorded_at=when))
+        session.add(Incident(key="k1", group_key="g", group_hash="h1", title="errors",
+                             state="resolved", tier="L1", route="churn", team="ds-churn",
+                             model="churn", source="alertmanager",
+                             triggered_at=t0 + timedelta(minutes=30), last_alert_at=t0,
+                             resolved_at=t0 + timedelta(minutes=75)))
+    try:
+        with db.read() as session:
+            card = scorecard_for(session=session, since=t0 - timedelta(days=1),
+                                 until=t0 + timedelta(days=7), now=t0 + timedelta(days=7),
+                                 routing=routing)
+        speed = as_dict(card)["speed"]
+        assert speed["models_shipped"] == {
+            "total": 2, "by_model": {"churn": 2}, "by_team": {"ds-churn": 2},
+            "by_week": {"2026-07-06": 2}, "by_quarter": {"2026-Q3": 2}}
+        assert speed["change_failure_rate"] == 0.5
+        assert speed["failed_changes"] == [{"model": "churn", "version": "2",
+                                            "at": "2026-07-06T10:00:00Z", "why": "incident #1",
+                                            "time_to_restore_seconds": 3600.0}]
+    finally:
+        db.dispose()
