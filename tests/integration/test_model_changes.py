@@ -82,9 +82,10 @@ def delivery(model: str, version: str | None, *, secret: str = SECRET, sent: flo
         "X-MLflow-Signature": _generate_hmac_signature(secret, delivery_id, stamp, body)}
 
 
-def changes(bot) -> list[tuple]:
+def changes(bot, model: str | None = None) -> list[tuple]:
     return [tuple(r) for r in bot.rows(
-        "SELECT model, alias, from_version, to_version, source FROM modelchange ORDER BY id")]
+        "SELECT model, alias, from_version, to_version, source FROM modelchange ORDER BY id")
+        if model is None or r[0] == model]
 
 
 def subscribe(bot, mlflow) -> subprocess.CompletedProcess:
@@ -95,50 +96,50 @@ def subscribe(bot, mlflow) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def test_signed_unsigned_stale_and_replayed_deliveries(bot_env, tmp_path, mlflow_server,  # noqa: F811
-                                                       model):
-    bot = start_bot(bot_env, tmp_path, mlflow_server, model)
-    try:
-        body, headers = delivery(model, "3")
-        refused = [
-            {k: v for k, v in headers.items() if k != "X-MLflow-Signature"},  # unsigned
-            {**headers, "X-MLflow-Signature": delivery(model, "3", secret="guess")[1][
-                "X-MLflow-Signature"]},  # another secret
-            {**headers, "X-MLflow-Delivery-Id": str(uuid.uuid4())},  # signed under another id
-        ]
-        for sent in refused:
-            answer = bot.http.post("/webhooks/mlflow", content=body, headers=sent)
-            assert answer.status_code == 401 and "X-MLflow-Signature" in answer.json()["error"]
-        stale_body, stale = delivery(model, "3", sent=time.time() - 301)
-        answer = bot.http.post("/webhooks/mlflow", content=stale_body, headers=stale)
-        assert answer.status_code == 401 and "five minutes" in answer.json()["error"]
-        tampered = body.replace(b'"3"', b'"4"')
-        assert bot.http.post("/webhooks/mlflow", content=tampered,
-                             headers=headers).status_code == 401
-        assert changes(bot) == [] and bot.rows("SELECT id FROM webhookreceipt") == []
+def signed_unsigned_stale_and_replayed(bot, model: str) -> None:
+    """Deliveries made here, signed as MLflow signs them: only a good, fresh, first one counts."""
+    body, headers = delivery(model, "3")
+    refused = [
+        {k: v for k, v in headers.items() if k != "X-MLflow-Signature"},  # unsigned
+        {**headers, "X-MLflow-Signature": delivery(model, "3", secret="guess")[1][
+            "X-MLflow-Signature"]},  # another secret
+        {**headers, "X-MLflow-Delivery-Id": str(uuid.uuid4())},  # signed under another id
+    ]
+    for sent in refused:
+        answer = bot.http.post("/webhooks/mlflow", content=body, headers=sent)
+        assert answer.status_code == 401 and "X-MLflow-Signature" in answer.json()["error"]
+    stale_body, stale = delivery(model, "3", sent=time.time() - 301)
+    answer = bot.http.post("/webhooks/mlflow", content=stale_body, headers=stale)
+    assert answer.status_code == 401 and "five minutes" in answer.json()["error"]
+    tampered = body.replace(b'"3"', b'"4"')
+    assert bot.http.post("/webhooks/mlflow", content=tampered, headers=headers).status_code == 401
+    assert changes(bot) == [] and bot.rows("SELECT id FROM webhookreceipt") == []
 
-        answer = bot.http.post("/webhooks/mlflow", content=body, headers=headers)
-        assert answer.status_code == 200 and answer.json() == {"result": "recorded"}
-        # MLflow's retry of that delivery, or a replay within the five minutes: nothing.
-        again = bot.http.post("/webhooks/mlflow", content=body, headers=headers)
-        assert again.status_code == 200 and again.json() == {"result": "duplicate delivery"}
-        # The same move told again in a new delivery: one move, one record.
-        body2, headers2 = delivery(model, "3")
-        assert bot.http.post("/webhooks/mlflow", content=body2,
-                             headers=headers2).json() == {"result": "already recorded"}
-        assert changes(bot) == [(model, "champion", None, "3", "webhook")]
-        assert SECRET not in bot.log()
-    finally:
-        bot.stop()
+    answer = bot.http.post("/webhooks/mlflow", content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json() == {"result": "recorded"}
+    # MLflow's retry of that delivery, or a replay within the five minutes: nothing.
+    again = bot.http.post("/webhooks/mlflow", content=body, headers=headers)
+    assert again.status_code == 200 and again.json() == {"result": "duplicate delivery"}
+    # The same move told again in a new delivery: one move, one record.
+    body2, headers2 = delivery(model, "3")
+    assert bot.http.post("/webhooks/mlflow", content=body2,
+                         headers=headers2).json() == {"result": "already recorded"}
+    assert changes(bot) == [(model, "champion", None, "3", "webhook")]
+    assert SECRET not in bot.log()
 
 
-def test_a_real_move_becomes_a_change_and_the_incident_after_it_names_it_and_rolls_back_to_before(
+def test_mlflow_deliveries_then_a_real_move_named_by_the_incident_after_it_and_rolled_back(
         bot_env, tmp_path, slack, mlflow_server, model):  # noqa: F811
+    """One bot for both (each start costs seconds): deliveries signed here, good and bad;
+    then MLflow's own, after `mlflow subscribe`."""
     bot = start_bot(bot_env, tmp_path, mlflow_server, model)
-    created = subscribe(bot, mlflow_server)
-    assert created.returncode == 0 and "subscribed" in created.stdout, created.stderr
-    hooks = [h for h in mlflow_server.call("GET", "webhooks")["webhooks"] if h["url"].startswith(bot.url)]
+    hooks: list[dict] = []
     try:
+        signed_unsigned_stale_and_replayed(bot, f"{model}-direct")
+        created = subscribe(bot, mlflow_server)
+        hooks = [h for h in mlflow_server.call("GET", "webhooks").get("webhooks", [])
+                 if h["url"].startswith(bot.url)]
+        assert created.returncode == 0 and "subscribed" in created.stdout, created.stderr
         again = subscribe(bot, mlflow_server)
         assert again.returncode == 0 and "already delivers" in again.stdout
         assert len(hooks) == 1
@@ -149,16 +150,17 @@ def test_a_real_move_becomes_a_change_and_the_incident_after_it_names_it_and_rol
         bot.until(lambda: bot.rows("SELECT version FROM modelalias WHERE model = :m", m=model),
                   what="the bot to learn the model from model_version.created")
         mlflow_server.set_alias_outside_bot(model, "champion", good)
-        bot.until(lambda: len(changes(bot)) == 1, what="the first move")
+        bot.until(lambda: len(changes(bot, model)) == 1, what="the first move")
         mlflow_server.set_alias_outside_bot(model, "champion", bad)
-        bot.until(lambda: len(changes(bot)) == 2, timeout=10, what="the move, within seconds")
-        assert changes(bot) == [(model, "champion", None, good, "webhook"),
+        bot.until(lambda: len(changes(bot, model)) == 2, timeout=10,
+                  what="the move, within seconds")
+        assert changes(bot, model) == [(model, "champion", None, good, "webhook"),
                                 (model, "champion", good, bad, "webhook")]
 
         # The alert comes five minutes after the move (the bot's clock is its own: the
         # move is dated back instead, as if it had happened then).
         with bot.db.write() as session:
-            for change in session.exec(select(ModelChange)).all():
+            for change in session.exec(select(ModelChange).where(ModelChange.model == model)):
                 change.moved_at -= timedelta(minutes=5)
         assert bot.post("alertmanager", alert_for(model)).status_code == 202
         ((incident_id,),) = bot.rows("SELECT id FROM incident")
@@ -169,13 +171,18 @@ def test_a_real_move_becomes_a_change_and_the_incident_after_it_names_it_and_rol
         assert note in json.dumps(message["blocks"], ensure_ascii=False)
 
         preview = answer_to(bot, slack, press(bot, slack, "incident_rollback", str(incident_id),
-                                              ON_CALL))
+                                              PLATFORM))
         assert f"v{bad} → v{good}" in preview, preview
         ((target,),) = bot.rows("SELECT to_version FROM rollbackconfirmation")
         assert target == good
 
         answer = answer_to(bot, slack, press_command(bot, slack, f"changes {model} 1h"))
         assert f"v{good} → v{bad}" in answer and "webhook" in answer
+        # Diagnostics' what_changed read the record: when, and from which version.
+        ((output,),) = bot.until(lambda: bot.rows(
+            "SELECT output FROM stepresult WHERE name = 'what_changed'"), timeout=60,
+            what="the diagnostics' what_changed step")
+        assert "change record, by webhook" in output and f"previous version: v{good}" in output
     finally:
         for hook in hooks:
             mlflow_server.client.delete(f"{mlflow_server.url}/api/2.0/mlflow/webhooks/"
@@ -216,18 +223,20 @@ def test_polling_records_a_move_no_webhook_reported_once(bot_env, tmp_path, mlfl
         bot.stop()
 
 
-def test_no_secret_configured_refuses_every_delivery(bot_env, tmp_path, mlflow_server,  # noqa: F811
-                                                     model):
-    bot = start_bot(bot_env, tmp_path, mlflow_server, model, MLFLOW_WEBHOOK_SECRET="")
-    try:
-        body, headers = delivery(model, "1")
-        answer = bot.http.post("/webhooks/mlflow", content=body, headers=headers)
-        assert answer.status_code == 401
-        assert "MLFLOW_WEBHOOK_SECRET is not configured" in answer.json()["error"]
-        assert changes(bot) == []
-        assert "MLflow webhooks are refused: MLFLOW_WEBHOOK_SECRET is not set" in bot.log()
-    finally:
-        bot.stop()
+def test_no_secret_configured_refuses_every_delivery(tmp_path, model):
+    from fastapi.testclient import TestClient
+
+    from bot.main import create_app
+    from bot.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/x.db", mlflow_webhook_secret="")
+    assert ("MLflow webhooks are refused: MLFLOW_WEBHOOK_SECRET is not set"
+            in settings.disabled_deliveries())
+    body, headers = delivery(model, "1")
+    answer = TestClient(create_app(settings)).post("/webhooks/mlflow", content=body,
+                                                   headers=headers)
+    assert answer.status_code == 401
+    assert "MLFLOW_WEBHOOK_SECRET is not configured" in answer.json()["error"]
 
 
 def test_subscribe_without_a_secret_says_so(tmp_path, mlflow_server):  # noqa: F811
@@ -237,7 +246,7 @@ def test_subscribe_without_a_secret_says_so(tmp_path, mlflow_server):  # noqa: F
                            "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "MLFLOW_WEBHOOK_SECRET is not set" in done.stderr
-    assert not [h for h in mlflow_server.call("GET", "webhooks")["webhooks"]
+    assert not [h for h in mlflow_server.call("GET", "webhooks").get("webhooks", [])
                 if h["url"].startswith("http://127.0.0.1:9/")]
 
 

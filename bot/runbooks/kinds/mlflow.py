@@ -154,8 +154,8 @@ def _version_values(version: Mapping[str, Any]) -> dict[str, Any]:
 
 def _what_changed_text(found: Mapping[str, Any]) -> str:
     by = f" by {found['moved_by']}" if found.get("moved_by") else ""
-    moved = (f"alias moved to it at {found['moved_at']}{by} (recorded from MLflow's "
-             f"{found['recorded_by']})" if found.get("recorded_by") else
+    moved = (f"alias moved to it at {found['moved_at']}{by} (oncall-bot's change record, "
+             f"by {found['recorded_by']})" if found.get("recorded_by") else
              f"alias moved to it at {found['moved_at']} by oncall-bot" if found["moved_by_bot"] else
              "when the alias moved is unknown: MLflow keeps no alias history and oncall-bot did not move it "
              f"(not before the version was created, {found['current_created_at']})")
