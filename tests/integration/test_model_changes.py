@@ -293,3 +293,48 @@ def test_the_scorecard_reads_its_speed_side_from_the_change_records(database_url
                                             "time_to_restore_seconds": 3600.0}]
     finally:
         db.dispose()
+
+
+def test_one_move_told_by_a_webhook_and_a_poll_on_two_replicas_at_once_is_stored_once(
+        database_url, tmp_path):
+    """Two replicas (apps on one database) record the same move at the same moment, one as
+    a webhook and one as a poll would: the compare-and-set lets exactly one store it."""
+    import asyncio
+
+    from bot.domain.changes import AliasMove
+    from bot.main import create_app
+    from bot.settings import Settings
+
+    replicas = [create_app(Settings(database_url=database_url)) for _ in range(2)]
+    replicas[0].state.db.upgrade()
+    first, second = (app.state.changes for app in replicas)
+    now = datetime.now(UTC)
+
+    async def race() -> list[str]:
+        await first.record(AliasMove("churn", "champion", "6", now - timedelta(hours=1)),
+                           source="webhook")
+        results = []
+        for attempt in range(5):  # several rounds, so the two really overlap at least once
+            version = str(7 + attempt)
+            results += await asyncio.gather(
+                first.record(AliasMove("churn", "champion", version, now + timedelta(
+                    seconds=attempt)), source="webhook"),
+                second.record(AliasMove("churn", "champion", version, now + timedelta(
+                    seconds=attempt, milliseconds=1)), source="poll"))
+        return results
+
+    try:
+        outcomes = asyncio.run(race())
+        assert sorted(set(outcomes)) == ["already recorded", "recorded"]
+        assert outcomes.count("recorded") == 5
+        rows = [(r.from_version, r.to_version) for r in _all_changes(replicas[0])]
+        assert rows == [(None, "6"), ("6", "7"), ("7", "8"), ("8", "9"), ("9", "10"),
+                        ("10", "11")]
+    finally:
+        for app in replicas:
+            app.state.db.dispose()
+
+
+def _all_changes(app) -> list[ModelChange]:
+    with app.state.db.read() as session:
+        return list(session.exec(select(ModelChange).order_by(ModelChange.id)).all())
