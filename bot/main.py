@@ -133,8 +133,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
             gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri, registry=registry,
-            changes=changes),
+            runbooks=runbooks, registry=registry, changes=changes),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager

@@ -35,9 +35,8 @@ class Services:
     gatekeeper: Gatekeeper
     oncall: PagerDutyOnCall | None
     runbooks: Mapping[str, Runbook]
-    mlflow_uri: str | None
-    registry: ModelRegistry | None = None
-    changes: ModelChanges | None = None
+    registry: ModelRegistry | None  # None: MLFLOW_TRACKING_URI is not set
+    changes: ModelChanges
 
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,

@@ -214,8 +214,6 @@ async def report(period: str, services: Services) -> tuple[str, list[dict[str, A
 
 
 async def changes(command: Command, services: Services) -> Mrkdwn | str:
-    if services.changes is None:
-        return "Model changes are not recorded by this bot."
     period = command.duration or timedelta(hours=24)
     model = command.filters.get("model")
     found = await services.changes.recent(model=model, period=period)

@@ -36,7 +36,6 @@ from bot.runbooks.registry import RegistryError
 from bot.runs import rollback_runbook
 from bot.slack_app import Services
 
-DEFAULT_ALIAS = "champion"  # MLflow's documented convention for the serving version
 NOT_OFFERED = "That confirmation is not a rollback this bot offered; nothing changed."
 _CONFIRMATION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
 
@@ -60,12 +59,11 @@ async def preview(services: Services, *, model: str, labels: dict[str, str],
         raise ActionRefused(md("No rollback runbook serves model `{}`.", model))
     if services.registry is None:
         raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
-    alias = labels.get("model_alias") or (services.changes.serving_alias(model) if services.changes
-                                          else DEFAULT_ALIAS)
+    alias = services.changes.serving_alias(model, labels)
     found = await _registry_call(services, lambda registry: registry.what_changed(model, alias))
     # The incident followed a recorded move of the alias: go back to what served before it.
     change = (await services.changes.change_before(incident_id)
-              if services.changes and incident_id and not target else None)
+              if incident_id and not target else None)
     if change is not None and change.from_version and change.to_version == found["current_version"]:
         found = {**found, "previous_version": change.from_version,
                  "previous_source": f"served before the change {change.moved_at:%H:%M} UTC"}
