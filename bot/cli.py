@@ -16,6 +16,7 @@ from bot.cli_config import register as register_config
 from bot.cli_config import routes_test, startup_problems, unreachable_database
 from bot.cli_console import register as register_console
 from bot.cli_incidents import register as register_incidents
+from bot.cli_mlflow import register as register_mlflow
 from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
@@ -186,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     register_config(commands)
     register_incidents(commands)
     register_console(commands)
+    register_mlflow(commands)
     demo = commands.add_parser(
         "demo", help="the whole story locally, from a checkout: bad model version → alert → page → "
                      "diagnostics → rollback")

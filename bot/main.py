@@ -14,6 +14,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot import retention, store
 from bot.adapters.http_probe import HttpProbe
+from bot.adapters.mlflow import MlflowRegistry
 from bot.adapters.oncall import PagerDutyNotes, PagerDutyOnCall
 from bot.adapters.pagerduty import PagerDutyEvents
 from bot.adapters.prometheus import PrometheusApi
@@ -33,9 +34,11 @@ from bot.settings import Settings, routing_keys
 from bot.slack_app import Services, build_slack_app
 from bot.store import DeliveryPolicy
 from bot.timers import TimerService
+from bot.usecases.changes import ModelChanges
 from bot.usecases.console import Console
 from bot.web import alerts, cloudevents, events_api, health, slack_events
 from bot.web import console as console_web
+from bot.web import mlflow as mlflow_webhook
 from bot.web import pagerduty as pagerduty_webhook
 from bot.web.access import AccessMiddleware
 
@@ -104,7 +107,13 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     )
     pipeline = Pipeline(db, routing=routing, policy=policy, courier=dispatcher,
                         on_runs=lambda: runs.wake(), clock=clock, monotonic=monotonic,
-                        runbooks=runbooks)
+                        runbooks=runbooks,
+                        on_opened=lambda ids, *, session, now: changes.note_openings(
+                            ids, session=session, now=now))
+    registry = MlflowRegistry(
+        settings.mlflow_tracking_uri, ssl_context=tls, timeout=settings.delivery_timeout_seconds,
+        clock=clock) if settings.mlflow_tracking_uri else None
+    changes = ModelChanges(pipeline, registry=registry, routing=routing, clock=clock)
     # Every run fetches through this one guarded client, within its runbook's host policy.
     probe = HttpProbe(ssl_context=tls)
     prometheus = PrometheusApi(settings.prometheus_url)
@@ -116,7 +125,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         context=lambda **facts: RunContext(
             prometheus_url=settings.prometheus_url, mlflow_uri=settings.mlflow_tracking_uri,
             allowed_hosts=settings.runbook_http_allowed_hosts, probe=probe, prometheus=prometheus,
-            clock=clock, secrets=(*settings.secret_values(),
+            clock=clock, recorded_change=changes.latest, secrets=(*settings.secret_values(),
                                   *(key.get_secret_value() for key in keys.values())), **facts),
     )
     oncall = PagerDutyOnCall(
@@ -138,7 +147,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         services=Services(
             pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
             gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, mlflow_uri=settings.mlflow_tracking_uri, console=console),
+            runbooks=runbooks, console=console,
+            registry=registry, changes=changes),
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
@@ -161,6 +171,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                    asyncio.create_task(retention.run_periodically(
                        db, lambda: settings.retention_cutoffs(clock()),
                        every_seconds=settings.retention_interval_seconds), name="retention")]
+        if registry is not None and settings.mlflow_poll_seconds > 0:
+            workers.append(asyncio.create_task(changes.run_polls(
+                settings.mlflow_poll_seconds, leading=lambda: timers.scheduler is not None),
+                name="registry-poll"))
         try:
             yield
         finally:
@@ -174,6 +188,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
             if chat is not None:
                 await chat.close()
             await probe.aclose()
+            if registry is not None:
+                await registry.close()
             for client in (pager, oncall, notes):
                 if client is not None:
                     client.close()
@@ -188,6 +204,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
     app.state.timers = timers
     app.state.runs = runs
     app.state.console = console
+    app.state.changes = changes
     alerts.register(
         app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,
@@ -204,6 +221,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         if settings.pagerduty_webhook_secret else None,
     )
     console_web.register(app, console=console)
+    mlflow_webhook.register(
+        app, changes=changes,
+        secret=settings.mlflow_webhook_secret.get_secret_value().encode()
+        if settings.mlflow_webhook_secret else None)
     if slack_app is not None and settings.slack_signing_secret:
         slack_events.register(app, slack_app=slack_app)
     # Added last, so it is outermost: it sees every response, the alert webhooks' too.

@@ -256,3 +256,37 @@ class PulseAnswer(SQLModel, table=True):
     score: int  # 1..5, checked before it is stored (domain.pulse)
     comment: str = Field(default="", max_length=1000)
     answered_at: datetime
+
+
+class ModelChange(SQLModel, table=True):
+    """A registry alias moved (MLflow webhook, the bot's poll, or the bot's own rollback).
+
+    Stored once however it was learnt: the (model, alias) record in ModelAlias is
+    moved compare-and-set in the same transaction, and the unique key below backs it up.
+    `to_version` is NULL when the alias was deleted; `from_version` NULL when the bot
+    did not know what the alias served before."""
+
+    __table_args__ = (UniqueConstraint("model", "alias", "to_version", "moved_at",
+                                       name="uq_modelchange_move"),
+                      Index("ix_modelchange_model_moved_at", "model", "moved_at"),
+                      Index("ix_modelchange_moved_at", "moved_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str
+    alias: str
+    from_version: str | None = None
+    to_version: str | None = None
+    moved_at: datetime
+    author: str | None = None  # the new version's user_id, where the registry has one
+    source: str = Field(max_length=16)  # webhook | poll: how the bot learnt of it
+    recorded_at: datetime
+
+
+class ModelAlias(SQLModel, table=True):
+    """The bot's own record of what a model's alias serves (MLflow keeps no history):
+    where a change's from-version comes from. `version` NULL: the alias is not set."""
+
+    model: str = Field(primary_key=True)
+    alias: str = Field(primary_key=True)
+    version: str | None = None
+    observed_at: datetime

@@ -140,6 +140,7 @@ def incident_view(incident: Incident, alerts: store.AlertSummary, *,
         escalated_team=incident.escalated_team,
         can_roll_back=can_roll_back,
         annotations=annotations,
+        change_note=alerts.change_note,
     )
 
 

@@ -184,3 +184,27 @@ class Prometheus(Protocol):
         the `range_s` seconds ending then. Asks `url`, else the configured Prometheus,
         through `fetch` (so the run's host policy holds). Raises PrometheusError, and what
         `fetch` raises."""
+
+
+class ModelRegistry(Protocol):
+    """The model registry (MLflow). Every method raises `bot.runbooks.registry.RegistryError`
+    (its message says what failed) when the registry refuses or cannot be reached."""
+
+    async def serving_version(self, model: str, alias: str) -> str | None:
+        """The version `alias` serves now; None when the model or the alias does not exist."""
+
+    async def version_author(self, model: str, version: str) -> str | None:
+        """The version's `user_id`, where the registry recorded one."""
+
+    async def what_changed(self, model: str, alias: str) -> dict[str, Any]:
+        """What the alias serves, and the version before (runbooks' `what_changed`)."""
+
+    async def alias_version(self, model: str, alias: str) -> dict[str, Any] | None:
+        """The model version behind `alias`; None when the model has no such alias."""
+
+    async def webhooks(self) -> list[dict[str, Any]]:
+        """The registry's webhook subscriptions."""
+
+    async def create_webhook(self, *, name: str, url: str, events: list[tuple[str, str]],
+                             secret: str) -> dict[str, Any]:
+        """Subscribe `url` to `events` ((entity, action), lower case), signed with `secret`."""

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from bot.charts import MISSING, ChartsUnavailable, render_png
 from bot.domain.charts import scorecard_series, series_to_json
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.messages import Mrkdwn, install, md, md_join
+from bot.domain.routing import RoutingConfig
 from bot.domain.scorecard import (
     DEFAULT_WORKING_HOURS,
     EVENT_KINDS,
@@ -38,10 +40,13 @@ from bot.domain.scorecard import (
     time_to_acknowledge,
     time_to_resolve,
 )
+from bot.domain.speed import Speed, compute_speed
 from bot.models import AlertOccurrence, Delivery, Incident, TimelineEntry
+from bot.store import changes as changes_store
 
 FORMATS = ("text", "markdown", "json")
 log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- queries ----------------------------------------------------------------
@@ -85,10 +90,34 @@ def facts(incident: Incident, events: Sequence[Event] = ()) -> IncidentFacts:
 
 
 def scorecard_for(*, session: Session, since: datetime, until: datetime, now: datetime,
-                  hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
-    return compute(load_facts(session=session, since=since, until=until),
+                  hours: WorkingHours = DEFAULT_WORKING_HOURS,
+                  routing: RoutingConfig | None = None) -> Scorecard:
+    """With `routing` (change window, serving aliases, teams), the speed side too."""
+    card = compute(load_facts(session=session, since=since, until=until),
                    since=since, until=until, now=now, hours=hours,
                    pulses=store.pulse_facts(session=session, since=since, until=until))
+    if routing is None:
+        return card
+    return replace(card, speed=load_speed(session=session, since=since, until=until,
+                                          routing=routing))
+
+
+def load_speed(*, session: Session, since: datetime, until: datetime,
+               routing: RoutingConfig) -> Speed:
+    """Models shipped, change failure rate and time to restore of the shipments made in
+    [since, until): every alias's whole change history (to tell a new version from one
+    served before), and the incidents up to a change window past `until`."""
+    window = routing.change_window
+    changes = changes_store.changes_between(session=session, since=_EPOCH, until=until + window)
+    incidents = load_facts(session=session, since=since, until=until + window)
+    models = {c.model for c in changes}
+    teams = {m: team for m in models if (team := routing.route({"model": m}).team)}
+    for incident in sorted(incidents, key=lambda i: i.triggered_at):
+        if incident.model and incident.team:
+            teams[incident.model] = incident.team
+    return compute_speed(changes, incidents, since=since, until=until, window=window,
+                         serving={m: routing.serving_alias(m) for m in models},
+                         teams=teams, default_alias=routing.serving_alias_default)
 
 
 # --- rendering ----------------------------------------------------------------
@@ -222,6 +251,22 @@ def as_dict(s: Scorecard) -> dict[str, Any]:
         "daily": [{"date": d.day.isoformat(), "incidents": d.incidents, "pages": d.pages,
                    "mtta_median_seconds": _seconds(d.mtta_median),
                    "mttr_median_seconds": _seconds(d.mttr_median)} for d in s.daily],
+        **({"speed": speed_dict(s.speed)} if s.speed is not None else {}),
+    }
+
+
+def speed_dict(speed: Speed) -> dict[str, Any]:
+    return {
+        "models_shipped": {"total": len(speed.shipped), "by_model": speed.by_model,
+                           "by_team": speed.by_team,
+                           "by_week": {d.isoformat(): n for d, n in speed.by_week.items()},
+                           "by_quarter": speed.by_quarter},
+        "change_failure_rate": speed.change_failure_rate,
+        "failed_changes": [{"model": f.shipment.model, "version": f.shipment.version,
+                            "at": _iso(f.shipment.at), "why": f.why,
+                            "time_to_restore_seconds": _seconds(f.time_to_restore)}
+                           for f in speed.failed],
+        "time_to_restore": _stats(speed.time_to_restore),
     }
 
 
@@ -260,12 +305,13 @@ def report_window(period: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def slack_report(period: str = "7d", *, session: Session, now: datetime,
-                 hours: WorkingHours = DEFAULT_WORKING_HOURS) -> tuple[str, list[dict[str, Any]]]:
+                 hours: WorkingHours = DEFAULT_WORKING_HOURS,
+                 routing: RoutingConfig | None = None) -> tuple[str, list[dict[str, Any]]]:
     """`/oncall report [7d]`: the scorecard of the last `period`, as `weekly_post` renders it.
     Raises ValueError (message fit for the user) when `period` is not a duration."""
     since, until = report_window(period, now)
     return weekly_post(scorecard_for(session=session, since=since, until=until, now=now,
-                                     hours=hours))
+                                     hours=hours, routing=routing))
 
 
 # --- postmortem -----------------------------------------------------------------

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     oncall_runbooks: Path = Path("runbooks")
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
+    # Verifies MLflow's registry webhooks (X-MLflow-Signature); unset: all are refused.
+    mlflow_webhook_secret: SecretStr | None = None
+    # How often the timer leader polls the serving aliases of the models the bot knows,
+    # recording moves a webhook missed (MLflow keeps no failed delivery). 0: never.
+    mlflow_poll_seconds: float = Field(default=300.0, ge=0)
     # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
     # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/adapters/http_probe.py).
     runbook_http_allowed_hosts: str = ""
@@ -100,7 +105,8 @@ class Settings(BaseSettings):
     # One line per HTTP request (method, path without query, status, duration): no
     # header, query string or body, so no token.
     access_log: bool = False
-    # The bot's public base URL (https://oncall.example.com), used in the links it gives out.
+    # The bot's public base URL (https://oncall.example.com), used in the links it gives out
+    # and where `mlflow subscribe` points MLflow's webhook unless --url is given.
     public_url: str | None = None
     # Signs the web console's sessions; the same on every replica. Unset: no console.
     console_secret: SecretStr | None = None
@@ -193,7 +199,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive duration like 90s, 5m or 24h")
         return value
 
-    @field_validator("incident_retention_days", mode="before")
+    @field_validator("incident_retention_days", "mlflow_webhook_secret", "public_url",
+                     mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -264,7 +271,7 @@ class Settings(BaseSettings):
         return tuple(value.get_secret_value() for value in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
-            self.console_secret,
+            self.console_secret, self.mlflow_webhook_secret,
         ) if value is not None) + tuple(token.decode() for token in (
             *self.alert_webhook_tokens, *self.events_intake_keys))
 
@@ -283,6 +290,8 @@ class Settings(BaseSettings):
             lines.append("Slack commands and buttons are disabled: SLACK_SIGNING_SECRET is not set")
         if self.pagerduty_webhook_secret is None:
             lines.append("PagerDuty webhooks are refused: PAGERDUTY_WEBHOOK_SECRET is not set")
+        if self.mlflow_webhook_secret is None:
+            lines.append("MLflow webhooks are refused: MLFLOW_WEBHOOK_SECRET is not set")
         if not self.oncall_runbooks.is_dir():
             lines.append(f"runbooks are disabled: no directory {self.oncall_runbooks} "
                          "(ONCALL_RUNBOOKS)")

@@ -340,7 +340,7 @@ class TimerService:
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
         scorecard = scorecard_for(session=session, since=now - timedelta(days=7), until=now,
-                                  now=now)
+                                  now=now, routing=self.routing)
         text_, blocks = weekly_post(scorecard)
         channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
         self._post(session, now, channel, text_, blocks,

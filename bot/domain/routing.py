@@ -20,9 +20,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from bot.domain.drift import DEFAULT_RESOLVE_AFTER, DriftSource
 from bot.domain.durations import parse_duration
 from bot.domain.escalation import EscalationPolicy
-from bot.domain.matchers import Matcher, MatcherError, match_all
+from bot.domain.matchers import Matcher, MatcherError, MatchType, match_all
 
 SUPPORTED_VERSIONS = (1,)
+_LITERALS = re.compile(r"[A-Za-z0-9_.-]+(\|[A-Za-z0-9_.-]+)*")  # churn|fraud: names, not a pattern
 
 
 class Tier(StrEnum):
@@ -97,6 +98,28 @@ class RoutingConfig:
     drift_resolve_after: int = DEFAULT_RESOLVE_AFTER
     drift_sources: tuple[DriftSource, ...] = ()
     pulse: ChannelSchedule | None = None
+    # Model changes: how long after a serving-alias move an incident is said to follow
+    # it, and which alias serves each model (default `serving_alias`, per model `models`).
+    change_window: timedelta = timedelta(hours=2)
+    serving_alias_default: str = "champion"
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def serving_alias(self, model: str) -> str:
+        return self.model_aliases.get(model, self.serving_alias_default)
+
+    def named_models(self) -> frozenset[str]:
+        """Models the routes name literally (`model="churn"`, `model=~"churn|fraud"`) and
+        those given under `models:`: the ones the bot watches from the start."""
+        named = set(self.model_aliases)
+        for route in self.routes:
+            for matcher in route.matchers:
+                if matcher.name != "model":
+                    continue
+                if matcher.type is MatchType.EQUAL:
+                    named.add(matcher.value)
+                elif matcher.type is MatchType.REGEX and _LITERALS.fullmatch(matcher.value):
+                    named.update(matcher.value.split("|"))
+        return frozenset(m for m in named if m)
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -155,6 +178,15 @@ class _Defaults(BaseModel):
     reopen_window: Duration = timedelta(hours=1)
     # A ModelDrift alert resolves after this many consecutive clean batches.
     drift_resolve_after: int = Field(default=DEFAULT_RESOLVE_AFTER, ge=1)
+    # An incident opened within this long after its model's serving alias moved names the move.
+    change_window: Duration = timedelta(hours=2)
+    serving_alias: str = Field(default="champion", min_length=1)
+
+
+class _ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    serving_alias: str = Field(min_length=1)
 
 class _TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -243,6 +275,7 @@ class _RoutingSpec(BaseModel):
     weekly_report: _ScheduleSpec | None = None
     drift_sources: list[_DriftSourceSpec] = []
     pulse: _ScheduleSpec | None = None
+    models: dict[str, _ModelSpec] = {}
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -307,4 +340,7 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
                          drift_sources=tuple(
                              DriftSource(re.compile(d.source), dict(d.labels), tuple(d.features))
                              for d in spec.drift_sources),
-                         pulse=schedule(spec.pulse))
+                         pulse=schedule(spec.pulse),
+                         change_window=spec.defaults.change_window,
+                         serving_alias_default=spec.defaults.serving_alias,
+                         model_aliases={m: s.serving_alias for m, s in spec.models.items()})

@@ -17,9 +17,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain.pulse import PulseFacts, Satisfaction, satisfaction
+
+if TYPE_CHECKING:
+    from bot.domain.speed import Speed
 
 # Timeline kinds the scorecard reads; the loader need not fetch any other.
 EVENT_KINDS = ("resolved", "reopened", "promoted", "rollback")
@@ -181,6 +185,9 @@ class Scorecard:
     availability: tuple[Availability, ...]
     daily: tuple[Day, ...]
     satisfaction: Satisfaction | None = None  # the latest pulse (domain.pulse)
+    # The speed side (models shipped, change failure rate, time to restore): filled in
+    # from the change records when the caller has them (bot.domain.speed).
+    speed: Speed | None = None
 
     @property
     def l0_share(self) -> float | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.adapters.http_probe import HttpProbe, parse_patterns
 from bot.clock import Clock, utcnow
+from bot.domain.changes import Change
 from bot.ports import Prometheus
 from bot.runbooks.format import RunbookError
 
@@ -42,6 +43,9 @@ class RunContext:
     clock: Clock = utcnow
     secrets: tuple[str, ...] = ()
     plugin_paths: tuple[str, ...] = ()
+    # The newest model change the bot recorded for (model, alias): what `what_changed`
+    # reads first (MLflow keeps no alias history). None outside the bot (the CLI).
+    recorded_change: Callable[[str, str], Awaitable[Change | None]] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

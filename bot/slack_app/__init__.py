@@ -17,9 +17,10 @@ from bot.db import Database
 from bot.domain.routing import RoutingConfig
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
-from bot.ports import OnCall
+from bot.ports import ModelRegistry, OnCall
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy
+from bot.usecases.changes import ModelChanges
 from bot.usecases.console import Console
 
 
@@ -34,8 +35,9 @@ class Services:
     gatekeeper: Gatekeeper
     oncall: OnCall | None
     runbooks: Mapping[str, Runbook]
-    mlflow_uri: str | None
     console: Console
+    registry: ModelRegistry | None  # None: MLFLOW_TRACKING_URI is not set
+    changes: ModelChanges
 
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,

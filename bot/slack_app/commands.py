@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncApp
 from sqlmodel import Session, col, select
 
 from bot import store
+from bot.domain.changes import changes_text
 from bot.domain.commands import HELP, Command, CommandError, parse_command
 from bot.domain.messages import (
     LONG_MESSAGE_TEXT,
@@ -104,6 +105,8 @@ async def run(command: Command, user_id: str, services: Services) -> str:
         return HELP
     if name == "who":
         return await who(services)
+    if name == "changes":
+        return await changes(command, services)
     if name in ("list", "show", "silences"):
         with services.db.read() as session:
             now = services.pipeline.clock()
@@ -214,9 +217,17 @@ async def runbook_command(command: Command, slash: dict[str, Any], services: Ser
 async def report(period: str, services: Services) -> tuple[str, list[dict[str, Any]]]:
     def build() -> tuple[str, list[dict[str, Any]]]:
         with services.db.read() as session:
-            return slack_report(period, session=session, now=services.pipeline.clock())
+            return slack_report(period, session=session, now=services.pipeline.clock(),
+                                routing=services.routing)
 
     return await to_thread.run_sync(build)
+
+
+async def changes(command: Command, services: Services) -> Mrkdwn | str:
+    period = command.duration or timedelta(hours=24)
+    model = command.filters.get("model")
+    found = await services.changes.recent(model=model, period=period)
+    return changes_text(found, now=services.pipeline.clock(), model=model, period=period)
 
 
 async def _check_resolve(incident_id: int, user_id: str, services: Services) -> None:

@@ -20,25 +20,22 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.clock import utcnow
 from bot.domain.confirmations import ALIAS_MOVED, CONFIRM_WITHIN, confirmation_refusal
 from bot.domain.messages import Mrkdwn, actor_mrkdwn, md, md_join, mention, mrkdwn_text, shorten
 from bot.domain.permissions import Guarded
 from bot.incident_actions import ActionRefused, Actor
 from bot.models import Incident, RollbackConfirmation, RollbackLock
 from bot.runbooks import Runbook
-from bot.runbooks.registry import ModelRegistry, RegistryError
+from bot.runbooks.registry import RegistryError
 from bot.runs import rollback_runbook
 from bot.slack_app import Services
 
-DEFAULT_ALIAS = "champion"  # MLflow's documented convention for the serving version
 NOT_OFFERED = "That confirmation is not a rollback this bot offered; nothing changed."
 _CONFIRMATION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
 
@@ -60,10 +57,16 @@ async def preview(services: Services, *, model: str, labels: dict[str, str],
     runbook = rollback_runbook(services.runbooks, {**labels, "model": model})
     if runbook is None:
         raise ActionRefused(md("No rollback runbook serves model `{}`.", model))
-    if not services.mlflow_uri:
+    if services.registry is None:
         raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
-    alias = labels.get("model_alias") or DEFAULT_ALIAS
+    alias = services.changes.serving_alias(model, labels)
     found = await _registry_call(services, lambda registry: registry.what_changed(model, alias))
+    # The incident followed a recorded move of the alias: go back to what served before it.
+    change = (await services.changes.change_before(incident_id)
+              if incident_id and not target else None)
+    if change is not None and change.from_version and change.to_version == found["current_version"]:
+        found = {**found, "previous_version": change.from_version,
+                 "previous_source": f"served before the change {change.moved_at:%H:%M} UTC"}
     current, target = str(found["current_version"]), str(target or found["previous_version"] or "")
     shown = md("{}@{}", model, alias)
     if not target:
@@ -109,12 +112,14 @@ async def preview(services: Services, *, model: str, labels: dict[str, str],
 
 
 async def _registry_call(services: Services, call: Any) -> Any:
-    """One read of the registry; ActionRefused (escaped) when MLflow fails."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            return await call(ModelRegistry(client, services.mlflow_uri or "", utcnow))
-        except RegistryError as exc:
-            raise ActionRefused(md("Could not read the registry: {}", exc)) from None
+    """One read of the registry (the bot's MLflow client, built in create_app);
+    ActionRefused (escaped) when MLflow fails."""
+    if services.registry is None:
+        raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
+    try:
+        return await call(services.registry)
+    except RegistryError as exc:
+        raise ActionRefused(md("Could not read the registry: {}", exc)) from None
 
 
 async def confirm(confirmation_id: str, user_id: str, services: Services) -> str:
