@@ -9,9 +9,10 @@ figure to the chart is one more `Series` in `scorecard_series`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 from bot.domain.scorecard import Scorecard
@@ -36,14 +37,26 @@ def _minutes(value: timedelta | None) -> float | None:
 
 def scorecard_series(s: Scorecard) -> list[Series]:
     """The scorecard's chart: pages per day, and median MTTA and MTTR of the incidents
-    triggered each day (UTC days)."""
+    triggered each day (UTC days); with the speed side, models shipped per day and the
+    share of each day's shipments that failed (a gap on days that shipped nothing)."""
     response = "median minutes, by day triggered"
-    return [
+    series = [
         Series("pages", "pages to humans per day", "bar",
                tuple((d.day, float(d.pages)) for d in s.daily)),
         Series("MTTA", response, "line", tuple((d.day, _minutes(d.mtta_median)) for d in s.daily)),
         Series("MTTR", response, "line", tuple((d.day, _minutes(d.mttr_median)) for d in s.daily)),
     ]
+    if s.speed is not None:
+        shipped = Counter(one.at.astimezone(UTC).date() for one in s.speed.shipped)
+        failed = Counter(one.shipment.at.astimezone(UTC).date() for one in s.speed.failed)
+        series += [
+            Series("models shipped", "models shipped per day", "bar",
+                   tuple((d.day, float(shipped[d.day])) for d in s.daily)),
+            Series("change failure rate", "change failure rate (%), by day shipped", "line",
+                   tuple((d.day, 100 * failed[d.day] / shipped[d.day] if shipped[d.day] else None)
+                         for d in s.daily)),
+        ]
+    return series
 
 
 def series_to_json(series: Sequence[Series]) -> list[dict[str, Any]]:

@@ -1,12 +1,15 @@
 """The chart's series: what the scorecard puts on it, their JSON for the outbox, and the
 PNG drawn from them (matplotlib, the `charts` extra)."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from bot.domain.changes import Change
 from bot.domain.charts import Series, scorecard_series, series_from_json, series_to_json
 from bot.domain.scorecard import IncidentFacts, compute
+from bot.domain.speed import compute_speed
 
 SINCE = datetime(2026, 3, 2, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -30,6 +33,24 @@ def test_scorecard_series_are_pages_mtta_and_mttr_by_day():
     assert mtta.points == tuple(zip(days, (5.0, None), strict=True))  # median of 4 and 6
     assert mttr.points == tuple(zip(days, (40.0, 60.0), strict=True))
     assert mtta.panel == mttr.panel != pages.panel  # both in minutes: one axis
+
+
+def test_with_the_speed_side_the_chart_shows_models_shipped_and_change_failure_rate():
+    """churn ships v2 on day one and an L1 of churn follows within the window (failed);
+    fraud ships v8 the same day and holds; nothing ships on day two (a gap, not 0%)."""
+    changes = [Change("churn", "champion", "1", "2", SINCE + timedelta(hours=8)),
+               Change("fraud", "champion", "7", "8", SINCE + timedelta(hours=11))]
+    incidents = [IncidentFacts(1, "L1", "alertmanager", SINCE + timedelta(hours=9), paged=True,
+                               model="churn")]
+    card = replace(compute(incidents, since=SINCE, until=SINCE + timedelta(days=2),
+                           now=SINCE + timedelta(days=3)),
+                   speed=compute_speed(changes, incidents, since=SINCE,
+                                       until=SINCE + timedelta(days=2), window=timedelta(hours=2)))
+    *_, shipped, failure_rate = scorecard_series(card)
+    days = (date(2026, 3, 2), date(2026, 3, 3))
+    assert (shipped.kind, shipped.points) == ("bar", tuple(zip(days, (2.0, 0.0), strict=True)))
+    assert failure_rate.points == tuple(zip(days, (50.0, None), strict=True))
+    assert len(scorecard_series(replace(card, speed=None))) == 3
 
 
 def test_series_survive_the_outbox_json():
