@@ -14,7 +14,9 @@ from pathlib import Path
 from bot import logs
 from bot.cli_config import register as register_config
 from bot.cli_config import routes_test, startup_problems, unreachable_database
+from bot.cli_console import register as register_console
 from bot.cli_incidents import register as register_incidents
+from bot.cli_mlflow import register as register_mlflow
 from bot.cli_reports import register as register_reports
 from bot.cli_runbooks import register as register_runbooks
 from bot.clock import utcnow
@@ -24,6 +26,7 @@ from bot.domain.matchers import MatcherError
 from bot.domain.routing import RoutingError
 from bot.settings import ConfigurationError, Settings, load_settings
 from bot.silences import add_silence, expire_silence, list_silences
+from bot.web.startup import OneLineStartupFailure
 
 log = logging.getLogger("bot.cli")
 
@@ -63,8 +66,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
              args.host, args.port)
     # log_config=None: uvicorn's loggers keep the handler bot.logs gave the root logger;
     # its own access log stays off (AccessMiddleware writes one without query strings).
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False, log_config=None)
+    server = uvicorn.Server(uvicorn.Config(
+        OneLineStartupFailure(create_app(settings), secrets=settings.secret_values()),
+        host=args.host, port=args.port, log_level=settings.log_level.lower(), access_log=False,
+        log_config=None))
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn's exit when the lifespan failed (logged in one line above) or the port was taken.
+        return 2
     return 0
 
 
@@ -176,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     register_runbooks(commands)
     register_config(commands)
     register_incidents(commands)
+    register_console(commands)
+    register_mlflow(commands)
     demo = commands.add_parser(
         "demo", help="the whole story locally, from a checkout: bad model version → alert → page → "
                      "diagnostics → rollback")

@@ -46,7 +46,7 @@ def config_check(settings: Settings, args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem, file=sys.stderr if problem.level == "error" else sys.stdout)
     errors = sum(p.level == "error" for p in problems)
-    print(f"{errors} error(s), {len(problems) - errors} warning(s)")
+    print(f"{errors} error(s), {sum(p.level == 'warning' for p in problems)} warning(s)")
     return 1 if errors else 0
 
 

@@ -18,6 +18,7 @@ from bot.db import Database
 from bot.domain.durations import parse_duration
 from bot.domain.scorecard import WorkingHours
 from bot.reports import FORMATS, postmortem_for, render, report_stem, scorecard_for
+from bot.routing_file import load_routing
 from bot.settings import ConfigurationError, Settings, load_settings
 
 _EXTENSIONS = {"text": "txt", "markdown": "md", "json": "json"}
@@ -49,7 +50,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with db.read() as session:
             scorecard = scorecard_for(session=session, since=since, until=until, now=now,
-                                      hours=hours)
+                                      hours=hours, routing=load_routing(settings.oncall_config))
     finally:
         db.dispose()
     if args.out is not None:

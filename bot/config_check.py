@@ -22,12 +22,12 @@ from bot.domain.matchers import MatchType
 from bot.domain.routing import ChannelSchedule, Route, RoutingConfig, RoutingError
 from bot.routing_file import load_routing
 from bot.runbooks import Runbook, RunbookError, load_runbooks
-from bot.settings import Settings
+from bot.settings import Settings, routing_keys
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    level: str  # "error" or "warning"
+    level: str  # "error", "warning", or "note" (a feature off, as configured)
     where: str  # the file, or "environment"
     key: str  # the key path in it, or the variable
     message: str
@@ -70,18 +70,21 @@ def check_routing(routing: RoutingConfig, runbooks: Mapping[str, Runbook] | None
                 problems.append(Problem("warning", source, f"{key}.runbook", (
                     f"{route.runbook!r} changes production, so it never runs by itself: "
                     "no diagnostics run for this route")))
-    for name, schedule in (("handoff", routing.handoff), ("weekly_report", routing.weekly_report)):
+    for name, schedule in (("handoff", routing.handoff), ("weekly_report", routing.weekly_report),
+                           ("pulse", routing.pulse)):
         if schedule is not None and (why := _cron_problem(schedule)):
             problems.append(Problem("error", source, f"{name}.cron", why))
+    # The same reading create_app pages with, so the warning names exactly what it lacks.
+    keys = routing_keys(routing, environ)
     for name, team in routing.teams.items():
         variable = team.pagerduty_routing_key_env
-        if variable and not environ.get(variable):
+        if variable and variable not in keys:
             fallback = (f"escalation mentions Slack group {team.slack_group} instead"
                         if team.slack_group else "escalation reaches nobody (no slack_group)")
             problems.append(Problem("warning", source, f"teams.{name}.pagerduty_routing_key_env",
                                     f"{variable} is not set: {fallback}"))
     variable = routing.escalation.l1_escalation_service_env
-    if variable and not environ.get(variable):
+    if variable and variable not in keys:
         problems.append(Problem("warning", source, "escalation.l1_escalation_service_env",
                                 f"{variable} is not set: unacknowledged pages are not escalated"))
     return problems
@@ -117,10 +120,27 @@ def check(settings: Settings, *, environ: Mapping[str, str] | None = None) -> li
     else:
         problems.append(Problem("warning", "environment", "ONCALL_RUNBOOKS",
                                 f"no directory {settings.oncall_runbooks}: runbooks are disabled"))
+    problems.extend(check_console(settings))
     if routing is not None:
         problems.extend(check_routing(routing, runbooks, source=source,
                                       runbook_dir=settings.oncall_runbooks, environ=environ))
     return problems
+
+
+def check_console(settings: Settings) -> list[Problem]:
+    """The web console is on with CONSOLE_SECRET; its links need PUBLIC_URL."""
+    if settings.console_secret is None:
+        return [Problem("note", "environment", "CONSOLE_SECRET",
+                        "not set: the web console (/console) is off")]
+    if settings.public_url is None:
+        return [Problem("warning", "environment", "PUBLIC_URL",
+                        "not set: /oncall console cannot give sign-in links (the console is on: "
+                        "CONSOLE_SECRET is set)")]
+    if settings.public_url.startswith("http://"):
+        return [Problem("warning", "environment", "PUBLIC_URL",
+                        "is http://: the console's session cookie is sent without Secure, and "
+                        "sign-in links travel unencrypted")]
+    return []
 
 
 def check_online(settings: Settings) -> list[Problem]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from bot.models import Delivery, Incident, RunbookRun, StepResult, TimelineEntry
@@ -64,6 +65,40 @@ def incident_detail(incident_id: int, *, session: Session) -> dict[str, Any] | N
                              "duration_s": s.duration_s, "output": s.output}
                             for s in steps.get(r.id or 0, [])]} for r in runs],
     }
+
+
+def model_summaries(*, session: Session, since: datetime) -> list[dict[str, Any]]:
+    """Each model with incidents triggered since `since`: how many, how many still open,
+    the latest; most incidents first."""
+    open_count = func.sum(case((col(Incident.state) != "resolved", 1), else_=0))
+    rows = session.exec(
+        select(Incident.model, func.count(), open_count, func.max(Incident.triggered_at))
+        .where(col(Incident.model).is_not(None), Incident.triggered_at >= since)
+        .group_by(Incident.model).order_by(func.count().desc(), col(Incident.model))
+    ).all()
+    return [{"model": model, "incidents": count, "open": opened or 0, "latest": _iso(latest)}
+            for model, count, opened, latest in rows]
+
+
+def model_changes(model: str, *, session: Session, since: datetime) -> list[dict[str, Any]]:
+    """What the record knows changed about `model` since `since`, oldest first: each
+    version its alerts named for the first time, and each rollback the bot ran. The model
+    registry's own change records (alias moves) are the third kind to join here."""
+    first_seen = session.exec(
+        select(Incident.version, func.min(Incident.triggered_at), func.min(Incident.id))
+        .where(Incident.model == model, col(Incident.version).is_not(None))
+        .group_by(Incident.version)
+    ).all()
+    changes = [{"at": _iso(at), "kind": "version seen", "incident": incident_id,
+                "detail": f"alerts first named version {version}"}
+               for version, at, incident_id in first_seen if at >= since]
+    rollbacks = session.exec(
+        select(TimelineEntry).join(Incident, TimelineEntry.incident_id == Incident.id)
+        .where(Incident.model == model, TimelineEntry.kind == "rollback", TimelineEntry.at >= since)
+    ).all()
+    changes += [{"at": _iso(entry.at), "kind": "rollback", "incident": entry.incident_id,
+                 "detail": entry.detail} for entry in rollbacks]
+    return sorted(changes, key=lambda change: change["at"])
 
 
 def _summary(incident: Incident) -> dict[str, Any]:

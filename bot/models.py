@@ -205,3 +205,88 @@ class RollbackConfirmation(SQLModel, table=True):
     created_at: datetime
     expires_at: datetime = Field(index=True)
     used_at: datetime | None = None
+
+
+class DriftCounter(SQLModel, table=True):
+    """A detector's model (or one of its features) in drift: its ModelDrift alert fires.
+    `clean_batches` counts the clean batches since the last drifting one; at the routing
+    file's drift_resolve_after the alert resolves and the row is deleted."""
+
+    key: str = Field(primary_key=True, max_length=64)  # domain.drift.counter_key
+    detector: str
+    model: str
+    feature: str = ""
+    clean_batches: int = 0
+    drifting_since: datetime
+    updated_at: datetime
+
+
+class ConsoleLink(SQLModel, table=True):
+    """A one-time sign-in link to the web console. Only the SHA-256 of its token is kept,
+    so the table cannot sign anyone in; `used_at` is set once, by the sign-in POST."""
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64)  # the Slack user the session will be for
+    created_by: str  # slack:U… or cli:$USER
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None
+
+
+class Pulse(SQLModel, table=True):
+    """One satisfaction pulse posted in Slack. `key` names the cron occurrence it answers,
+    so a timer fired twice (at a leader takeover) opens one pulse. Open until the next
+    one opens."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=64)
+    channel: str
+    opened_at: datetime = Field(index=True)
+    closed_at: datetime | None = None
+
+
+class PulseAnswer(SQLModel, table=True):
+    """One person's answer to one pulse; clicking again changes it (upsert on the pair)."""
+
+    __table_args__ = (UniqueConstraint("pulse_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pulse_id: int = Field(foreign_key="pulse.id")
+    user_id: str = Field(max_length=32)  # the Slack user ID who clicked
+    score: int  # 1..5, checked before it is stored (domain.pulse)
+    comment: str = Field(default="", max_length=1000)
+    answered_at: datetime
+
+
+class ModelChange(SQLModel, table=True):
+    """A registry alias moved (MLflow webhook, the bot's poll, or the bot's own rollback).
+
+    Stored once however it was learnt: the (model, alias) record in ModelAlias is
+    moved compare-and-set in the same transaction, and the unique key below backs it up.
+    `to_version` is NULL when the alias was deleted; `from_version` NULL when the bot
+    did not know what the alias served before."""
+
+    __table_args__ = (UniqueConstraint("model", "alias", "to_version", "moved_at",
+                                       name="uq_modelchange_move"),
+                      Index("ix_modelchange_model_moved_at", "model", "moved_at"),
+                      Index("ix_modelchange_moved_at", "moved_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str
+    alias: str
+    from_version: str | None = None
+    to_version: str | None = None
+    moved_at: datetime
+    author: str | None = None  # the new version's user_id, where the registry has one
+    source: str = Field(max_length=16)  # webhook | poll: how the bot learnt of it
+    recorded_at: datetime
+
+
+class ModelAlias(SQLModel, table=True):
+    """The bot's own record of what a model's alias serves (MLflow keeps no history):
+    where a change's from-version comes from. `version` NULL: the alias is not set."""
+
+    model: str = Field(primary_key=True)
+    alias: str = Field(primary_key=True)
+    version: str | None = None
+    observed_at: datetime

@@ -18,7 +18,8 @@ process) takes the row.
 A send that may have reached the service unrecorded is sent again: harmless for a
 page (its dedup_key), while a Slack post is first looked for by the metadata it was
 posted with and adopted when found (`_post_once`), so that each incident has one
-message. A graceful stop drains the outcomes before exiting (`drain`).
+message. A chart is shared after looking for it the same way, by its file name (`_upload_once`).
+A graceful stop drains the outcomes before exiting (`drain`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from anyio import to_thread
 from sqlmodel import col, select
 
 from bot import logs, store
+from bot.charts import ChartsUnavailable, render_png
 from bot.clock import Clock, Monotonic, utcnow
 from bot.db import Database
+from bot.domain.charts import series_from_json
 from bot.domain.confirmations import answer_through_response_url
 from bot.domain.delivery import (
     PAGE_ALERT_REPEAT,
@@ -138,6 +141,7 @@ def incident_view(incident: Incident, alerts: store.AlertSummary, *,
         escalated_team=incident.escalated_team,
         can_roll_back=can_roll_back,
         annotations=annotations,
+        change_note=alerts.change_note,
     )
 
 
@@ -300,10 +304,21 @@ class Dispatcher:
             raise Undeliverable("Slack is not configured")
         notes: list[str] = []
         if delivery.action == "post":  # a channel message that belongs to no incident
+            since = search_from(delivery.first_attempt_at)
             await self._post_once(delivery.payload["channel"], delivery.payload["text"],
                                   delivery.payload.get("blocks") or [],
                                   notice_mark(delivery.id),  # type: ignore[arg-type]
-                                  since=search_from(delivery.first_attempt_at), notes=notes)
+                                  since=since, notes=notes)
+            if delivery.payload.get("chart"):  # after its post: the chart goes below it
+                try:
+                    await self._upload_once(delivery.payload["channel"],
+                                            delivery.payload["chart"], since=since, notes=notes)
+                except Undeliverable as exc:  # the post went out: it is not failed for this
+                    log.error("delivery %s: the chart was not shared: %s", delivery.id, exc)
+            return Outcome(delivery, "sent", notes=notes)
+        if delivery.action == "upload":
+            await self._upload_once(delivery.payload["channel"], delivery.payload["chart"],
+                                    since=search_from(delivery.first_attempt_at), notes=notes)
             return Outcome(delivery, "sent", notes=notes)
         if delivery.action == "answer":
             await self._answer_run(delivery.payload["run_id"])
@@ -367,6 +382,35 @@ class Dispatcher:
         if thread_ts is None and posted.channel_id not in self._joined:
             await self._join(posted.channel_id, channel, notes)
         return posted
+
+    async def _upload_once(self, channel: str, chart: dict[str, Any], *,
+                           since: datetime | None, notes: list[str]) -> None:
+        """Draw a chart (`domain.charts` series) and share it, unless an earlier attempt
+        already did: its file name is unique to the delivery and looked for in the
+        channel's history first. Where the search cannot be made, the chart may be
+        shared twice (at least once); see `_post_once`."""
+        assert self.chat is not None
+        if since is not None:
+            try:
+                if await self.chat.find_upload(channel, chart["filename"], since=since):
+                    log.info("chart %s already shared in %s: not uploaded again",
+                             chart["filename"], channel)
+                    return
+            except MissingScope as exc:
+                self._tell_missing_scope(exc, notes)
+            except NotInChannel:
+                pass  # not a member yet, so it shared nothing there
+        try:
+            content = await to_thread.run_sync(lambda: render_png(
+                series_from_json(chart["series"]), title=chart["title"]))
+        except (ChartsUnavailable, ValueError) as exc:
+            raise Undeliverable(f"the chart cannot be drawn: {exc}") from None
+        try:
+            await self.chat.upload(channel, chart["filename"], chart["title"], content,
+                                   comment=chart.get("comment") or "")
+        except MissingScope as exc:
+            self._tell_missing_scope(exc, notes)
+            raise
 
     async def _search(self, channel: str, mark: Mark, since: datetime, thread_ts: str | None,
                       notes: list[str]) -> PostedMessage | None:

@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.oncall import OnCallUnavailable, PagerDutyOnCall
+from bot.domain.console import ConsoleError, check_user_id, sign_in_refusal
 from bot.domain.permissions import Guarded
 from bot.domain.permissions import refusal as refusal_of
 from bot.domain.routing import Permissions
+from bot.ports import OnCall, OnCallUnavailable
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
@@ -35,7 +36,7 @@ class _Cache:
 
 class Gatekeeper:
     def __init__(self, permissions: Permissions, *, slack: AsyncWebClient,
-                 oncall: PagerDutyOnCall | None) -> None:
+                 oncall: OnCall | None) -> None:
         self.permissions = permissions
         self.slack = slack
         self.oncall = oncall
@@ -84,3 +85,26 @@ class Gatekeeper:
         except (SlackApiError, SlackClientError, OSError) as exc:
             log.warning("could not look up Slack user %s: %s", user_id, exc)
             return None
+
+
+async def console_refusal(slack: AsyncWebClient | None, user_id: str) -> str | None:
+    """Why `user_id` may not have a console sign-in link now, or None. Asked of Slack at
+    every link (not cached): a member deactivated or made a guest since gets none. Without
+    Slack, or when Slack does not answer, the answer is no."""
+    try:
+        check_user_id(user_id)
+    except ConsoleError as exc:
+        return str(exc)
+    if slack is None:
+        return "Slack is not configured (SLACK_BOT_TOKEN), so the user cannot be checked"
+    try:
+        response = await slack.users_info(user=user_id)
+    except SlackApiError as exc:
+        if exc.response.get("error") == "user_not_found":
+            return sign_in_refusal(None)
+        log.warning("could not look up Slack user %s: %s", user_id, exc.response.get("error"))
+        return "Slack did not say who you are; try again in a minute"
+    except (SlackClientError, OSError) as exc:
+        log.warning("could not look up Slack user %s: %s", user_id, type(exc).__name__)
+        return "Slack did not say who you are; try again in a minute"
+    return sign_in_refusal(response.get("user"))

@@ -65,12 +65,19 @@ class Courier(Protocol):
         """Send these deliveries, already leased to this process, without claiming them."""
 
 
+class OnOpened(Protocol):
+    def __call__(self, incident_ids: Sequence[int], *, session: Session,
+                 now: datetime) -> None: ...
+
+
 class Pipeline:
     def __init__(self, db: Database, *, routing: RoutingConfig, policy: DeliveryPolicy,
                  courier: Courier, on_runs: Callable[[], None], clock: Clock = utcnow,
                  monotonic: Monotonic = time.monotonic,
-                 runbooks: Mapping[str, Runbook] | None = None) -> None:
-        """`monotonic` times the load average (`load`)."""
+                 runbooks: Mapping[str, Runbook] | None = None,
+                 on_opened: OnOpened | None = None) -> None:
+        """`monotonic` times the load average (`load`); `on_opened` adds to the
+        transaction that opened incidents (the model change each followed)."""
         self.db = db
         self.runbooks = runbooks or {}
         self.routing = routing
@@ -79,6 +86,7 @@ class Pipeline:
         self.on_runs = on_runs
         self.clock = clock
         self.monotonic = monotonic
+        self.on_opened = on_opened
         self._waiting: list[tuple[Sequence[Alert], asyncio.Future[IngestResult]]] = []
         self._waiting_since = 0.0  # monotonic time the oldest waiting request arrived
         self._committer: asyncio.Task[None] | None = None
@@ -167,9 +175,14 @@ class Pipeline:
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
                 with self.db.write() as session:
-                    return store.apply_alerts(batches, session=session, routing=self.routing,
-                                              policy=self.policy, now=self.clock(),
-                                              runbooks=self.runbooks, hand_over=hand_over)
+                    now = self.clock()
+                    results = store.apply_alerts(batches, session=session, routing=self.routing,
+                                                 policy=self.policy, now=now,
+                                                 runbooks=self.runbooks, hand_over=hand_over)
+                    opened = [i for result in results for i in result.opened]
+                    if opened and self.on_opened is not None:
+                        self.on_opened(opened, session=session, now=now)
+                    return results
             except IntegrityError:
                 if attempt == _CONFLICT_RETRIES:
                     raise

@@ -8,7 +8,10 @@ done by the Jinja2 templates in bot/templates/reports/ and bot/templates/postmor
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -18,24 +21,32 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from bot import store
+from bot import charts, store
+from bot.charts import MISSING, ChartsUnavailable, render_png
+from bot.domain.charts import scorecard_series, series_to_json
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.messages import Mrkdwn, install, md, md_join
+from bot.domain.routing import RoutingConfig
 from bot.domain.scorecard import (
     DEFAULT_WORKING_HOURS,
     EVENT_KINDS,
     Durations,
     Event,
     IncidentFacts,
+    Satisfaction,
     Scorecard,
     WorkingHours,
     compute,
     time_to_acknowledge,
     time_to_resolve,
 )
+from bot.domain.speed import Speed, compute_speed
 from bot.models import AlertOccurrence, Delivery, Incident, TimelineEntry
+from bot.store import changes as changes_store
 
 FORMATS = ("text", "markdown", "json")
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- queries ----------------------------------------------------------------
@@ -79,9 +90,34 @@ def facts(incident: Incident, events: Sequence[Event] = ()) -> IncidentFacts:
 
 
 def scorecard_for(*, session: Session, since: datetime, until: datetime, now: datetime,
-                  hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
-    return compute(load_facts(session=session, since=since, until=until),
-                   since=since, until=until, now=now, hours=hours)
+                  hours: WorkingHours = DEFAULT_WORKING_HOURS,
+                  routing: RoutingConfig | None = None) -> Scorecard:
+    """With `routing` (change window, serving aliases, teams), the speed side too."""
+    card = compute(load_facts(session=session, since=since, until=until),
+                   since=since, until=until, now=now, hours=hours,
+                   pulses=store.pulse_facts(session=session, since=since, until=until))
+    if routing is None:
+        return card
+    return replace(card, speed=load_speed(session=session, since=since, until=until,
+                                          routing=routing))
+
+
+def load_speed(*, session: Session, since: datetime, until: datetime,
+               routing: RoutingConfig) -> Speed:
+    """Models shipped, change failure rate and time to restore of the shipments made in
+    [since, until): every alias's whole change history (to tell a new version from one
+    served before), and the incidents up to a change window past `until`."""
+    window = routing.change_window
+    changes = changes_store.changes_between(session=session, since=_EPOCH, until=until + window)
+    incidents = load_facts(session=session, since=since, until=until + window)
+    models = {c.model for c in changes}
+    teams = {m: team for m in models if (team := routing.route({"model": m}).team)}
+    for incident in sorted(incidents, key=lambda i: i.triggered_at):
+        if incident.model and incident.team:
+            teams[incident.model] = incident.team
+    return compute_speed(changes, incidents, since=since, until=until, window=window,
+                         serving={m: routing.serving_alias(m) for m in models},
+                         teams=teams, default_alias=routing.serving_alias_default)
 
 
 # --- rendering ----------------------------------------------------------------
@@ -95,6 +131,18 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
 
 
+def _satisfaction(value: Satisfaction | None) -> str:
+    """The latest pulse in one line: mean of 5, answers, change from the pulse before."""
+    if value is None:
+        return "no pulse yet"
+    if value.mean is None:
+        return f"no answers yet to the pulse of {value.opened_at:%Y-%m-%d}"
+    trend = ("" if value.trend is None
+             else f"; {value.trend:+.2f} from the pulse before")
+    return (f"{value.mean:.2f} of 5 from {value.count} answer{'s' if value.count != 1 else ''}"
+            f"{trend} (pulse of {value.opened_at:%Y-%m-%d})")
+
+
 def _utc(value: datetime | None) -> str:
     return "—" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
@@ -104,12 +152,23 @@ def _cell(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
+def _free_text(value: object) -> str:
+    """Free text a person typed (a pulse comment) as one Markdown list item: no HTML,
+    no link or image syntax taking effect."""
+    escaped = str(value).replace("\\", "\\\\").replace("&", "&amp;").replace(
+        "<", "&lt;").replace(">", "&gt;")
+    for char in "[]()!*_`#|":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped.replace("\r", "").replace("\n", "<br>")
+
+
 @cache
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
                       autoescape=False, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell)
+    env.filters.update(duration=_duration, percent=_percent, utc=_utc, cell=_cell,
+                       satisfaction=_satisfaction, free_text=_free_text)
     return install(env)
 
 
@@ -118,31 +177,17 @@ def report_stem(scorecard: Scorecard) -> str:
     return f"scorecard-{scorecard.since:%Y%m%d}-{scorecard.until:%Y%m%d}"
 
 
-def write_chart(scorecard: Scorecard, path: Path) -> Path:
-    """A PNG of incidents per day and median MTTR per day (UTC days)."""
-    # Imported here: matplotlib takes a while to load and only Markdown reports need it
-    # (it is the `charts` extra). A bare Figure renders with Agg and touches no global
-    # pyplot state.
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("a Markdown report draws its chart with matplotlib, which is not installed: "
-                         "pip install 'oncall-bot[charts]' (or use --format text or json)") from None
+def chart_title(scorecard: Scorecard) -> str:
+    return f"On-call scorecard, {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d} (UTC days)"
 
-    days = [d.day for d in scorecard.daily]
-    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
-    counts, mttr = figure.subplots(2, 1, sharex=True)
-    counts.bar(days, [d.incidents for d in scorecard.daily], color="#4c72b0")
-    counts.set_ylabel("incidents")
-    counts.set_title(f"Incidents per day, {scorecard.since:%Y-%m-%d} to {scorecard.until:%Y-%m-%d}")
-    counts.yaxis.get_major_locator().set_params(integer=True)
-    mttr.plot(days, [d.mttr_median.total_seconds() / 60 if d.mttr_median else float("nan")
-                     for d in scorecard.daily], marker="o", color="#dd8452")
-    mttr.set_ylabel("median MTTR (min)")
-    mttr.set_ylim(bottom=0)
-    mttr.set_title("Median time to resolve, by day triggered (gaps: nothing resolved)")
-    figure.autofmt_xdate()
-    figure.savefig(path, format="png", metadata={"Software": None})
+
+def write_chart(scorecard: Scorecard, path: Path) -> Path:
+    """A PNG of the scorecard's series (`domain.charts.scorecard_series`)."""
+    try:
+        path.write_bytes(render_png(scorecard_series(scorecard), title=chart_title(scorecard)))
+    except ChartsUnavailable:
+        raise ValueError(f"a Markdown report draws its chart: {MISSING} "
+                         "(or use --format text or json)") from None
     return path
 
 
@@ -199,8 +244,29 @@ def as_dict(s: Scorecard) -> dict[str, Any]:
         "security": {"total": len(s.security), "incidents": list(s.security)},
         "availability": {a.model: {"share": a.share, "downtime_seconds": a.downtime.total_seconds()}
                          for a in s.availability},
-        "daily": [{"date": d.day.isoformat(), "incidents": d.incidents,
+        "satisfaction": None if s.satisfaction is None else {
+            "pulse_opened_at": _iso(s.satisfaction.opened_at), "count": s.satisfaction.count,
+            "mean": s.satisfaction.mean, "previous_mean": s.satisfaction.previous_mean,
+            "trend": s.satisfaction.trend, "comments": list(s.satisfaction.comments)},
+        "daily": [{"date": d.day.isoformat(), "incidents": d.incidents, "pages": d.pages,
+                   "mtta_median_seconds": _seconds(d.mtta_median),
                    "mttr_median_seconds": _seconds(d.mttr_median)} for d in s.daily],
+        **({"speed": speed_dict(s.speed)} if s.speed is not None else {}),
+    }
+
+
+def speed_dict(speed: Speed) -> dict[str, Any]:
+    return {
+        "models_shipped": {"total": len(speed.shipped), "by_model": speed.by_model,
+                           "by_team": speed.by_team,
+                           "by_week": {d.isoformat(): n for d, n in speed.by_week.items()},
+                           "by_quarter": speed.by_quarter},
+        "change_failure_rate": speed.change_failure_rate,
+        "failed_changes": [{"model": f.shipment.model, "version": f.shipment.version,
+                            "at": _iso(f.shipment.at), "why": f.why,
+                            "time_to_restore_seconds": _seconds(f.time_to_restore)}
+                           for f in speed.failed],
+        "time_to_restore": _stats(speed.time_to_restore),
     }
 
 
@@ -217,15 +283,35 @@ def weekly_post(scorecard: Scorecard) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     return text, blocks
 
 
-def slack_report(period: str = "7d", *, session: Session, now: datetime,
-                 hours: WorkingHours = DEFAULT_WORKING_HOURS) -> tuple[str, list[dict[str, Any]]]:
-    """`/oncall report [7d]`: the scorecard of the last `period`, as `weekly_post` renders it.
-    Raises ValueError (message fit for the user) when `period` is not a duration."""
+def chart_upload(scorecard: Scorecard, *, comment: Mrkdwn) -> dict[str, Any] | None:
+    """The `chart` a Slack delivery carries (the outbox draws and shares it when it is
+    sent), or None, said in a log line, when this process cannot draw charts. The file
+    name is unique, so an attempt can tell whether an earlier one shared it."""
+    if not charts.available():
+        log.info("the scorecard goes to Slack without its chart: %s", MISSING)
+        return None
+    return {"filename": f"{report_stem(scorecard)}-{secrets.token_hex(4)}.png",
+            "title": chart_title(scorecard), "comment": comment,
+            "series": series_to_json(scorecard_series(scorecard))}
+
+
+def report_window(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """[now - period, now); ValueError (fit for the user) when `period` is not a positive
+    duration."""
     length = parse_duration(period)
     if length <= timedelta(0):
         raise ValueError(f"{period!r} is not a positive duration")
-    return weekly_post(scorecard_for(session=session, since=now - length, until=now, now=now,
-                                     hours=hours))
+    return now - length, now
+
+
+def slack_report(period: str = "7d", *, session: Session, now: datetime,
+                 hours: WorkingHours = DEFAULT_WORKING_HOURS,
+                 routing: RoutingConfig | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """`/oncall report [7d]`: the scorecard of the last `period`, as `weekly_post` renders it.
+    Raises ValueError (message fit for the user) when `period` is not a duration."""
+    since, until = report_window(period, now)
+    return weekly_post(scorecard_for(session=session, since=since, until=until, now=now,
+                                     hours=hours, routing=routing))
 
 
 # --- postmortem -----------------------------------------------------------------

@@ -7,16 +7,19 @@ they never show in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.adapters.http_probe import parse_patterns
 from bot.domain.delivery import parse_mention
 from bot.domain.durations import parse_duration
 from bot.domain.retention import Cutoffs, cutoffs
-from bot.runbooks.fetch import parse_patterns
+from bot.domain.routing import RoutingConfig
 
 DEFAULT_ROUTING_FILE = Path(__file__).parent / "default_routing.yaml"
 
@@ -58,8 +61,13 @@ class Settings(BaseSettings):
     oncall_runbooks: Path = Path("runbooks")
     prometheus_url: str | None = None
     mlflow_tracking_uri: str | None = None
+    # Verifies MLflow's registry webhooks (X-MLflow-Signature); unset: all are refused.
+    mlflow_webhook_secret: SecretStr | None = None
+    # How often the timer leader polls the serving aliases of the models the bot knows,
+    # recording moves a webhook missed (MLflow keeps no failed delivery). 0: never.
+    mlflow_poll_seconds: float = Field(default=300.0, ge=0)
     # Hosts runbook steps may fetch besides those two and hosts written in runbooks:
-    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/runbooks/fetch.py).
+    # comma-separated `host` (any port), `host:port`, `*.domain` (see bot/adapters/http_probe.py).
     runbook_http_allowed_hosts: str = ""
     # One token, or two comma-separated while one is rotated out.
     alert_webhook_token: SecretStr | None = None
@@ -67,6 +75,8 @@ class Settings(BaseSettings):
     # at start unless this says it is meant.
     alert_webhook_allow_unauthenticated: bool = False
     alert_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Integration keys POST /v2/enqueue accepts (comma-separated); none: it refuses every event.
+    events_intake_routing_keys: SecretStr | None = None
     oncall_config: Path = DEFAULT_ROUTING_FILE
     oncall_ca_bundle: Path | None = None
     outbox_backoff_base_seconds: float = Field(default=1.0, gt=0)
@@ -95,6 +105,11 @@ class Settings(BaseSettings):
     # One line per HTTP request (method, path without query, status, duration): no
     # header, query string or body, so no token.
     access_log: bool = False
+    # The bot's public base URL (https://oncall.example.com), used in the links it gives out
+    # and where `mlflow subscribe` points MLflow's webhook unless --url is given.
+    public_url: str | None = None
+    # Signs the web console's sessions; the same on every replica. Unset: no console.
+    console_secret: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -145,6 +160,26 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/") if value else value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "?#"):
+            raise ValueError("must be the bot's base URL, like https://oncall.example.com")
+        return value
+
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("alert_webhook_token")
     @classmethod
     def _tokens(cls, value: SecretStr | None) -> SecretStr | None:
@@ -164,7 +199,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive duration like 90s, 5m or 24h")
         return value
 
-    @field_validator("incident_retention_days", mode="before")
+    @field_validator("incident_retention_days", "mlflow_webhook_secret", "public_url",
+                     mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -215,6 +251,14 @@ class Settings(BaseSettings):
                      for token in self.id_list(self.alert_webhook_token.get_secret_value()))
 
     @property
+    def events_intake_keys(self) -> tuple[bytes, ...]:
+        """Every integration key /v2/enqueue accepts; none: every event is refused."""
+        if self.events_intake_routing_keys is None:
+            return ()
+        return tuple(key.encode() for key in
+                     self.id_list(self.events_intake_routing_keys.get_secret_value()))
+
+    @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None
 
@@ -227,7 +271,9 @@ class Settings(BaseSettings):
         return tuple(value.get_secret_value() for value in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.pagerduty_routing_key, self.pagerduty_api_token, self.pagerduty_webhook_secret,
-        ) if value is not None) + tuple(token.decode() for token in self.alert_webhook_tokens)
+            self.console_secret, self.mlflow_webhook_secret,
+        ) if value is not None) + tuple(token.decode() for token in (
+            *self.alert_webhook_tokens, *self.events_intake_keys))
 
     def retention_cutoffs(self, now: datetime) -> Cutoffs:
         return cutoffs(now, retention_days=self.retention_days,
@@ -244,12 +290,26 @@ class Settings(BaseSettings):
             lines.append("Slack commands and buttons are disabled: SLACK_SIGNING_SECRET is not set")
         if self.pagerduty_webhook_secret is None:
             lines.append("PagerDuty webhooks are refused: PAGERDUTY_WEBHOOK_SECRET is not set")
+        if self.mlflow_webhook_secret is None:
+            lines.append("MLflow webhooks are refused: MLFLOW_WEBHOOK_SECRET is not set")
         if not self.oncall_runbooks.is_dir():
             lines.append(f"runbooks are disabled: no directory {self.oncall_runbooks} "
                          "(ONCALL_RUNBOOKS)")
+        if self.console_secret is None:
+            lines.append("the web console (/console) is off: CONSOLE_SECRET is not set")
         if self.alert_webhook_token is None:
             lines.append("alert webhooks accept requests without a token: ALERT_WEBHOOK_TOKEN is not set")
         return lines
+
+
+def routing_keys(routing: RoutingConfig,
+                 environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """The PagerDuty integration keys held by the variables the routing file names, read
+    once, at start (create_app): setting or changing one later takes a restart. A variable
+    unset or empty is left out; `oncall-bot config check` and `serve` warn about it by name."""
+    environ = os.environ if environ is None else environ
+    return {name: SecretStr(environ[name]) for name in routing.routing_key_variables()
+            if environ.get(name)}
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from anyio import to_thread
@@ -28,7 +28,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from bot.domain.escalation import TimerKind
 from bot.domain.messages import Mrkdwn
-from bot.domain.routing import RoutingConfig
+from bot.domain.routing import ChannelSchedule, RoutingConfig
 from bot.usecases import UseCases
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,24 @@ _STORM_LOAD = 0.5
 _STORM_HORIZON = timedelta(minutes=2)
 _INCIDENT_TIMERS = frozenset(kind.value for kind in TimerKind)
 _active: TimerService | None = None  # set while started: jobs must name an importable callable
+
+
+def occurrence(schedule: ChannelSchedule, now: datetime) -> datetime:
+    """The cron's latest fire time at or before `now`: which occurrence a firing job
+    answers, late (missed while no process ran) or twice (at a takeover). Looked for
+    in a window that doubles until it holds one, so any schedule costs a few steps."""
+    trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
+    span = timedelta(minutes=2)
+    while True:
+        fire = trigger.get_next_fire_time(None, now - span)
+        if fire is not None and fire <= now:
+            while (later := trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+                   ) is not None and later <= now:
+                fire = later
+            return fire.astimezone(UTC)
+        if span > timedelta(days=800):
+            return now  # a cron that never fired (29 February only, say): this moment
+        span *= 2
 
 
 async def run_job(kind: str, subject_id: int) -> None:
@@ -120,14 +138,18 @@ class TimerService:
         )
         scheduler.start()  # raises if the job store cannot be reached: retried next round
         self.scheduler = scheduler
-        for name, schedule in (("handoff", self.routing.handoff),
-                               ("weekly_report", self.routing.weekly_report)):
+        for name, schedule in self._schedules():
             if schedule is not None:
                 scheduler.add_job(run_job, CronTrigger.from_crontab(
                     schedule.cron, timezone=schedule.timezone), args=[name, 0], id=name,
                     replace_existing=True)
             elif scheduler.get_job(name) is not None:
                 scheduler.remove_job(name)
+
+    def _schedules(self) -> tuple[tuple[str, ChannelSchedule | None], ...]:
+        """The cron jobs from the routing file (their job ids are their names)."""
+        return (("handoff", self.routing.handoff), ("weekly_report", self.routing.weekly_report),
+                ("pulse", self.routing.pulse))
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -143,7 +165,7 @@ class TimerService:
         now = self.usecases.now()
         wanted = self.usecases.timers_wanted(now)
         existing = self.usecases.timers_scheduled(_JOBS_TABLE)
-        for name in ("handoff", "weekly_report"):
+        for name, _ in self._schedules():
             existing.pop(name, None)
         stale = existing.keys() - wanted.keys()
         changed = [(job_id, kind, subject, due_at)
@@ -175,6 +197,12 @@ class TimerService:
     # -- firing ---------------------------------------------------------------------
 
     async def fire(self, kind: str, subject_id: int) -> None:
+        if kind == "pulse":
+            if self.routing.pulse is not None:
+                # The occurrence names the pulse, so a job fired twice (a takeover) opens one.
+                key = f"{occurrence(self.routing.pulse, self.usecases.now()):%Y-%m-%dT%H:%M%z}"
+                log.info("pulse %s: %s", key, await self.usecases.open_pulse(key))
+            return
         outcome = await self.usecases.fire_timer(kind, subject_id)
         if kind in _INCIDENT_TIMERS:
             log.info("timer %s for incident %s: %s", kind, subject_id, outcome)

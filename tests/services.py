@@ -8,7 +8,9 @@ to install it; nothing is skipped.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -121,7 +123,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{directory}/mlflow.db",
              "--default-artifact-root", str(directory / "artifacts"),
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=directory)
+            stdout=out, stderr=subprocess.STDOUT, cwd=directory, env={
+                **os.environ,
+                # Test-only: let its webhooks reach the bot on loopback over plain http.
+                "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+                "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+                # Webhook secrets are stored encrypted; without a key each start makes one.
+                "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": base64.urlsafe_b64encode(
+                    os.urandom(32)).decode(),
+                # It caches the webhook list per event for 60 s: a subscription a test
+                # just made would miss the moves of the next minute.
+                "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            })
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=10) as client:
         try:

@@ -13,12 +13,11 @@ import ssl
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pagerduty
 
 from bot.adapters.pagerduty import single_attempt
-from bot.ports import RetryLater, Undeliverable
+from bot.ports import OnCallShift, OnCallUnavailable, RetryLater, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +28,9 @@ PAGE_SIZE = 100
 MAX_PAGES = 20
 
 
-class OnCallUnavailable(Exception):
-    """PagerDuty could not be asked; the message says why, for a human."""
-
-
-@dataclass(frozen=True, slots=True)
-class OnCallShift:
-    name: str
-    email: str | None
-    user_id: str
-    level: int
-    until: str | None  # ISO time from PagerDuty; None for a permanent on-call
-    schedule: str | None
-    escalation_policy: str | None
-
-
 class PagerDutyOnCall:
+    """Implements `OnCall` over PagerDuty's GET /oncalls."""
+
     def __init__(self, api_token: str, *, base_url: str, ssl_context: ssl.SSLContext,
                  timeout: float, escalation_policy_ids: Sequence[str],
                  schedule_ids: Sequence[str]) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pagerduty
+from pydantic import SecretStr
 
 from bot.clock import Monotonic
 from bot.domain.ratelimit import TokenBucket
@@ -58,14 +59,17 @@ def _retry_after(response: Any) -> float | None:
 
 class PagerDutyEvents:
     """Implements `Pager`: the platform on-call service's integration key, plus other
-    services' keys (model teams for L2, the escalation service), read when an event is
-    sent from the environment variable the delivery names, so no key is ever stored."""
+    services' keys (model teams for L2, the escalation service), found by the name of the
+    variable that held them at start, which is all a delivery records: no key is stored."""
 
     def __init__(self, routing_key: str, *, base_url: str, ssl_context: ssl.SSLContext,
-                 timeout: float, per_minute: int, monotonic: Monotonic = time.monotonic) -> None:
-        """`per_minute`: events per integration key, by a token bucket timed by `monotonic`
-        (0: no limit)."""
+                 timeout: float, per_minute: int, routing_keys: Mapping[str, SecretStr],
+                 monotonic: Monotonic = time.monotonic) -> None:
+        """`routing_keys`: the other services' keys by variable name, read at start
+        (settings.routing_keys). `per_minute`: events per integration key, by a token bucket
+        timed by `monotonic` (0: no limit)."""
         self._routing_key = routing_key
+        self._routing_keys = dict(routing_keys)
         self._base_url = base_url
         self._ssl_context = ssl_context
         self._timeout = timeout
@@ -80,10 +84,11 @@ class PagerDutyEvents:
     def _key(self, routing_key_env: str | None) -> str:
         if routing_key_env is None:
             return self._routing_key
-        key = os.environ.get(routing_key_env)
-        if not key:
-            raise Undeliverable(f"the PagerDuty key variable {routing_key_env} is not set")
-        return key
+        key = self._routing_keys.get(routing_key_env)
+        if key is None:
+            raise Undeliverable(f"the PagerDuty key variable {routing_key_env} was not set "
+                                "when the bot started")
+        return key.get_secret_value()
 
     def _client(self, key: str) -> pagerduty.EventsApiV2Client:
         client = self._clients.get(key)

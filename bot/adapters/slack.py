@@ -1,7 +1,8 @@
 """Slack's Web API through slack_sdk's AsyncWebClient: chat.postMessage, chat.update
 and chat.postEphemeral, what finding an unrecorded post takes (conversations.history
 and .replies, conversations.join, conversations.list to learn a channel name's ID),
-and response_urls through its AsyncWebhookClient.
+file uploads (files.getUploadURLExternal, a POST of the bytes to the URL it returns,
+files.completeUploadExternal), and response_urls through its AsyncWebhookClient.
 
 The SDK's own retry handlers are turned off: the outbox owns retries, honouring
 a 429's Retry-After for everything it sends to Slack.
@@ -131,6 +132,59 @@ class SlackChat:
                 raise
             return False  # a private channel (or a DM): only an invite lets the bot in
         return True
+
+    async def upload(self, channel: str, filename: str, title: str, content: bytes, *,
+                     comment: str) -> str:
+        """Slack's three steps. A file uploaded but never completed is not shared (Slack
+        drops it), so a failure before the last step leaves nothing in the channel. The
+        bot joins a public channel it is not in: sharing a file needs membership."""
+        channel_id = await self._channel_id(channel)
+        if channel_id is None:
+            raise NotInChannel(f"no channel named {channel} that the bot can see")
+        issued = await self._call(self.client.files_getUploadURLExternal, filename=filename,
+                                  length=len(content), alt_txt=title)
+        file_id = str(issued["file_id"])
+        await self._send_bytes(str(issued["upload_url"]), content)
+        for attempt in (1, 2):
+            try:
+                await self._call(self.client.files_completeUploadExternal,
+                                 files=[{"id": file_id, "title": title}], channel_id=channel_id,
+                                 initial_comment=comment)
+                return file_id
+            except NotInChannel:
+                if attempt == 2 or not await self.join(channel_id):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _send_bytes(self, url: str, content: bytes) -> None:
+        """The upload itself: raw bytes to the URL Slack issued (pre-signed: no token)."""
+        assert self.client.session is not None, "start() first"
+        try:
+            async with self.client.session.post(
+                    url, data=content, ssl=self._ssl,
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=aiohttp.ClientTimeout(total=self._timeout)) as response:
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise RetryLater(f"Slack upload unreachable: {type(exc).__name__}") from None
+        if status == 429 or status >= 500:
+            raise RetryLater(f"Slack upload HTTP {status}")
+        if status >= 400:
+            raise Undeliverable(f"Slack upload HTTP {status}")
+
+    async def find_upload(self, channel: str, filename: str, *, since: datetime) -> bool:
+        channel_id = await self._channel_id(channel)
+        if channel_id is None:
+            raise NotInChannel(f"no channel named {channel} that the bot can see")
+        me = await self._identity()
+        async for message in self._pages(self.client.conversations_history, "messages",
+                                         channel=channel_id, oldest=f"{since.timestamp():.6f}"):
+            mine = ((bool(me[0]) and message.get("user") == me[0])
+                    or (bool(me[1]) and message.get("bot_id") == me[1]))
+            if mine and any(isinstance(f, dict) and f.get("name") == filename
+                            for f in message.get("files") or []):
+                return True
+        return False
 
     async def _channel_id(self, channel: str) -> str | None:
         """A channel's ID: history takes no names. Learnt from posts, or else looked

@@ -23,6 +23,11 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     # The email matches a Slack user to PagerDuty's on-call engineer.
     "users.info": ("users:read", "users:read.email"),
     "usergroups.users.list": ("usergroups:read",),
+    # The scorecard's chart, shared in Slack (the upload URL itself needs no scope).
+    "files.getUploadURLExternal": ("files:write",),
+    "files.completeUploadExternal": ("files:write",),
+    # The pulse's comment modal (a trigger_id from the click is all it needs).
+    "views.open": (),
 }
 
 EVENT_SCOPES: dict[str, tuple[str, ...]] = {

@@ -27,8 +27,10 @@ USAGE = {
     "silences": "/oncall silences",
     "unsilence": "/oncall unsilence ID",
     "report": "/oncall report [7d]",
+    "changes": "/oncall changes [model] [24h]",
     "rollback": "/oncall rollback MODEL [to VERSION]",
     "runbook": "/oncall runbook list | /oncall runbook run NAME key=value…",
+    "console": "/oncall console   (a one-time sign-in link to the web console, for you only)",
 }
 HELP = "*/oncall* subcommands:\n" + "\n".join(f"• `{line}`" for line in USAGE.values())
 
@@ -85,7 +87,7 @@ def parse_command(text: str) -> Command:
     if not words:
         return Command("help")
     name, args = words[0].lower(), words[1:]
-    if name in ("help", "who", "silences"):
+    if name in ("help", "who", "silences", "console"):
         if args:
             raise CommandError(name, f"`{name}` takes no arguments.")
         return Command(name)
@@ -134,6 +136,8 @@ def parse_command(text: str) -> Command:
                 params[key] = value
             return Command(name, text=args[1], filters=params)
         raise CommandError(name, "Use `runbook list` or `runbook run NAME key=value…`.")
+    if name == "changes":
+        return _changes(args)
     if name == "report":
         if len(args) > 1:
             raise CommandError(name, "Give one period, e.g. 7d.")
@@ -145,6 +149,26 @@ def parse_command(text: str) -> Command:
             raise CommandError(name, f"{period!r} is not a period like 24h, 7d or 30d.") from None
         return Command(name, text=period)
     raise CommandError(None, f"Unknown subcommand {name!r}.")
+
+
+def _changes(args: list[str]) -> Command:
+    """`changes [model] [period]`: a word that reads as a period is the period."""
+    model, period = None, None
+    for arg in args:
+        try:
+            parsed = parse_duration(arg)
+        except ValueError:
+            parsed = None
+        if parsed is not None and period is None:
+            if parsed <= timedelta(0):
+                raise CommandError("changes", f"{arg!r} is not a period like 24h or 7d.")
+            period = parsed
+        elif model is None and parsed is None:
+            model = arg
+        else:
+            raise CommandError("changes", "Give at most a model and a period.")
+    filters = {"model": model} if model else {}
+    return Command("changes", filters=filters, duration=period or timedelta(hours=24))
 
 
 def _silence(args: list[str]) -> Command:

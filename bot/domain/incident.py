@@ -140,6 +140,10 @@ class DeliveryPolicy:
     pagerduty: bool
     default_channel: str
     pagerduty_notes: bool = False  # REST API configured: diagnostics go on the page as a note
+    # The routing file's key variables that were set at start: the PagerDuty services
+    # (besides the platform's) that can be paged. A team whose variable is not here is
+    # reached through its Slack group.
+    routing_keys_set: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

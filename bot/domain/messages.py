@@ -215,6 +215,7 @@ class IncidentView:
     escalated_team: str | None = None
     can_roll_back: bool = False  # a rollback runbook serves the incident's model
     annotations: Mapping[str, str] = field(default_factory=dict)
+    change_note: str | None = None  # "Changed 14 min before: churn champion v6 → v7"
 
     @property
     def status_line(self) -> Mrkdwn:

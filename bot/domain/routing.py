@@ -8,6 +8,7 @@ loaded; every error names the key that is wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,11 +17,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from bot.domain.drift import DEFAULT_RESOLVE_AFTER, DriftSource
 from bot.domain.durations import parse_duration
 from bot.domain.escalation import EscalationPolicy
-from bot.domain.matchers import Matcher, MatcherError, match_all
+from bot.domain.matchers import Matcher, MatcherError, MatchType, match_all
 
 SUPPORTED_VERSIONS = (1,)
+_LITERALS = re.compile(r"[A-Za-z0-9_.-]+(\|[A-Za-z0-9_.-]+)*")  # churn|fraud: names, not a pattern
 
 
 class Tier(StrEnum):
@@ -75,8 +78,8 @@ class Permissions:
 
 @dataclass(frozen=True, slots=True)
 class ChannelSchedule:
-    """A recurring channel post (shift handoff, weekly scorecard): when (cron, in
-    `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
+    """A recurring channel post (shift handoff, weekly scorecard, satisfaction pulse):
+    when (cron, in `timezone`) and where (default SLACK_ALERT_CHANNEL)."""
 
     cron: str
     timezone: str = "UTC"
@@ -92,6 +95,31 @@ class RoutingConfig:
     escalation: EscalationPolicy = EscalationPolicy()
     handoff: ChannelSchedule | None = None
     weekly_report: ChannelSchedule | None = None
+    drift_resolve_after: int = DEFAULT_RESOLVE_AFTER
+    drift_sources: tuple[DriftSource, ...] = ()
+    pulse: ChannelSchedule | None = None
+    # Model changes: how long after a serving-alias move an incident is said to follow
+    # it, and which alias serves each model (default `serving_alias`, per model `models`).
+    change_window: timedelta = timedelta(hours=2)
+    serving_alias_default: str = "champion"
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def serving_alias(self, model: str) -> str:
+        return self.model_aliases.get(model, self.serving_alias_default)
+
+    def named_models(self) -> frozenset[str]:
+        """Models the routes name literally (`model="churn"`, `model=~"churn|fraud"`) and
+        those given under `models:`: the ones the bot watches from the start."""
+        named = set(self.model_aliases)
+        for route in self.routes:
+            for matcher in route.matchers:
+                if matcher.name != "model":
+                    continue
+                if matcher.type is MatchType.EQUAL:
+                    named.add(matcher.value)
+                elif matcher.type is MatchType.REGEX and _LITERALS.fullmatch(matcher.value):
+                    named.update(matcher.value.split("|"))
+        return frozenset(m for m in named if m)
 
     def route(self, labels: Mapping[str, str]) -> Route:
         """The first matching route; the validated last route matches everything."""
@@ -99,6 +127,13 @@ class RoutingConfig:
             if route.matches(labels):
                 return route
         return self.routes[-1]
+
+    def routing_key_variables(self) -> list[str]:
+        """The environment variables the file names for PagerDuty integration keys: each
+        team's pagerduty_routing_key_env, then escalation.l1_escalation_service_env."""
+        named = [team.pagerduty_routing_key_env for team in self.teams.values()]
+        named.append(self.escalation.l1_escalation_service_env)
+        return list(dict.fromkeys(name for name in named if name))
 
 
 def _duration(value: Any) -> timedelta:
@@ -141,12 +176,40 @@ class _Defaults(BaseModel):
 
     group_by: list[str] = ["alertname", "model", "environment"]
     reopen_window: Duration = timedelta(hours=1)
+    # A ModelDrift alert resolves after this many consecutive clean batches.
+    drift_resolve_after: int = Field(default=DEFAULT_RESOLVE_AFTER, ge=1)
+    # An incident opened within this long after its model's serving alias moved names the move.
+    change_window: Duration = timedelta(hours=2)
+    serving_alias: str = Field(default="champion", min_length=1)
+
+
+class _ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    serving_alias: str = Field(min_length=1)
 
 class _TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slack_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]+$")
     pagerduty_routing_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _DriftSourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1)  # a regular expression the whole event source matches
+    labels: dict[str, str] = {}
+    features: list[str] = []
+
+    @field_validator("source")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class _PermissionsSpec(BaseModel):
@@ -210,6 +273,9 @@ class _RoutingSpec(BaseModel):
     escalation: _EscalationSpec = _EscalationSpec()
     handoff: _ScheduleSpec | None = None
     weekly_report: _ScheduleSpec | None = None
+    drift_sources: list[_DriftSourceSpec] = []
+    pulse: _ScheduleSpec | None = None
+    models: dict[str, _ModelSpec] = {}
     routes: list[_RouteSpec] = Field(min_length=1)
 
     @field_validator("version")
@@ -269,4 +335,12 @@ def parse_routing(document: Any, *, source: str = "routing file") -> RoutingConf
 
     return RoutingConfig(routes=routes, reopen_window=spec.defaults.reopen_window, teams=teams,
                          permissions=permissions, escalation=escalation,
-                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report))
+                         handoff=schedule(spec.handoff), weekly_report=schedule(spec.weekly_report),
+                         drift_resolve_after=spec.defaults.drift_resolve_after,
+                         drift_sources=tuple(
+                             DriftSource(re.compile(d.source), dict(d.labels), tuple(d.features))
+                             for d in spec.drift_sources),
+                         pulse=schedule(spec.pulse),
+                         change_window=spec.defaults.change_window,
+                         serving_alias_default=spec.defaults.serving_alias,
+                         model_aliases={m: s.serving_alias for m, s in spec.models.items()})

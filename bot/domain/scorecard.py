@@ -17,7 +17,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.domain.pulse import PulseFacts, Satisfaction, satisfaction
+
+if TYPE_CHECKING:
+    from bot.domain.speed import Speed
 
 # Timeline kinds the scorecard reads; the loader need not fetch any other.
 EVENT_KINDS = ("resolved", "reopened", "promoted", "rollback")
@@ -146,11 +152,14 @@ class Availability:
 
 @dataclass(frozen=True, slots=True)
 class Day:
-    """One UTC day of the window: incidents triggered that day, and their median MTTR."""
+    """One UTC day of the window: incidents triggered that day and their median MTTA and
+    MTTR, and the pages to humans made that day."""
 
     day: date
     incidents: int
     mttr_median: timedelta | None
+    mtta_median: timedelta | None = None
+    pages: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +184,10 @@ class Scorecard:
     rollbacks: tuple[Rollback, ...]
     availability: tuple[Availability, ...]
     daily: tuple[Day, ...]
+    satisfaction: Satisfaction | None = None  # the latest pulse (domain.pulse)
+    # The speed side (models shipped, change failure rate, time to restore): filled in
+    # from the change records when the caller has them (bot.domain.speed).
+    speed: Speed | None = None
 
     @property
     def l0_share(self) -> float | None:
@@ -277,11 +290,13 @@ def _within(at: datetime | None, since: datetime, until: datetime) -> bool:
 
 
 def compute(incidents: Sequence[IncidentFacts], *, since: datetime, until: datetime,
-            now: datetime, hours: WorkingHours = DEFAULT_WORKING_HOURS) -> Scorecard:
+            now: datetime, hours: WorkingHours = DEFAULT_WORKING_HOURS,
+            pulses: Sequence[PulseFacts] = ()) -> Scorecard:
     """The scorecard for [since, until) as known at `now`.
 
     `incidents` must include every incident open at any time in the window (the
-    loader's overlap query); others are ignored where they do not count.
+    loader's overlap query); others are ignored where they do not count. `pulses` must
+    include the two latest opened before `until`.
     """
     if until <= since:
         raise ValueError("the window must end after it starts")
@@ -314,7 +329,8 @@ def compute(incidents: Sequence[IncidentFacts], *, since: datetime, until: datet
         escalations=tuple(i.id for i in incidents if _within(i.escalated_at, since, until)),
         rollbacks=tuple(sorted(rollbacks, key=lambda r: (r.at, r.incident_id))),
         availability=availability(incidents, since=since, until=until, now=now),
-        daily=daily(cohort, since=since, until=until),
+        daily=daily(cohort, since=since, until=until, pages=pages),
+        satisfaction=satisfaction(pulses, until=until),
     )
 
 
@@ -335,7 +351,7 @@ def availability(incidents: Sequence[IncidentFacts], *, since: datetime, until: 
 
 
 def daily(cohort: Sequence[IncidentFacts], *, since: datetime, until: datetime,
-          ) -> tuple[Day, ...]:
+          pages: Sequence[Page] = ()) -> tuple[Day, ...]:
     """Every UTC day the window touches, with no gaps, for a trend chart."""
     first = since.astimezone(UTC).date()
     last = (until - timedelta(microseconds=1)).astimezone(UTC).date()
@@ -344,5 +360,8 @@ def daily(cohort: Sequence[IncidentFacts], *, since: datetime, until: datetime,
         day = first + timedelta(days=offset)
         of_day = [i for i in cohort if i.triggered_at.astimezone(UTC).date() == day]
         resolved = [d for i in of_day if (d := time_to_resolve(i)) is not None]
-        days.append(Day(day, len(of_day), durations(resolved).median))
+        acknowledged = [d for i in of_day if (d := time_to_acknowledge(i)) is not None]
+        days.append(Day(day, len(of_day), durations(resolved).median,
+                        durations(acknowledged).median,
+                        sum(p.at.astimezone(UTC).date() == day for p in pages)))
     return tuple(days)

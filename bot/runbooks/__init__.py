@@ -2,7 +2,7 @@
 
 The format is documented in runbooks/README.md. Loading and selection are pure;
 running does its I/O in the step kinds' executors (bot/runbooks/kinds/), and fetches only
-through the run's guarded client (bot/runbooks/fetch.py).
+through the run's guarded client (bot/adapters/http_probe.py).
 """
 
 from bot.runbooks.context import RunContext

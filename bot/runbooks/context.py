@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.adapters.http_probe import HttpProbe, parse_patterns
 from bot.clock import Clock, utcnow
-from bot.runbooks.fetch import Resolver, parse_patterns, system_resolver
+from bot.domain.changes import Change
+from bot.ports import Prometheus
 from bot.runbooks.format import RunbookError
 
 
@@ -18,10 +20,12 @@ class RunContext:
     """The alert and incident a run serves, where the outside services are, and what
     the run may fetch.
 
-    Every fetch goes through the run's guarded client (bot/runbooks/fetch.py), which
-    allows the hosts of `prometheus_url`, `mlflow_uri` and of URLs written literally in
-    the runbook, plus `allowed_hosts` (RUNBOOK_HTTP_ALLOWED_HOSTS patterns); it trusts
-    the usual CAs plus `ca_bundle` (ONCALL_CA_BUNDLE) and asks `resolver` for addresses.
+    Every fetch goes through `probe` (bot/adapters/http_probe.py), within a host policy
+    that allows the hosts of `prometheus_url`, `mlflow_uri` and of URLs written literally
+    in the runbook, plus `allowed_hosts` (RUNBOOK_HTTP_ALLOWED_HOSTS patterns); PromQL
+    goes through `prometheus`. create_app passes the ones it built (the shared TLS trust,
+    ONCALL_CA_BUNDLE, is theirs); without them (`oncall-bot runbook run`, tests) a run
+    makes its own, its probe trusting the usual CAs plus `ca_bundle`, closed after the run.
     `environ` is what command steps may pass on (through their env_allow) and where
     secret-looking values for redaction come from; `secrets` adds more. `plugin_paths`
     are put on sys.path so python steps can import user plugins.
@@ -34,10 +38,14 @@ class RunContext:
     mlflow_uri: str | None = None
     allowed_hosts: str = ""
     ca_bundle: Path | None = None
-    resolver: Resolver = system_resolver
+    probe: HttpProbe | None = None
+    prometheus: Prometheus | None = None
     clock: Clock = utcnow
     secrets: tuple[str, ...] = ()
     plugin_paths: tuple[str, ...] = ()
+    # The newest model change the bot recorded for (model, alias): what `what_changed`
+    # reads first (MLflow keeps no alias history). None outside the bot (the CLI).
+    recorded_change: Callable[[str, str], Awaitable[Change | None]] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
+from bot.adapters.http_probe import HostPolicy, HttpProbe
+from bot.adapters.prometheus import PrometheusApi
 from bot.adapters.tls import client_ssl_context
 from bot.domain.matchers import match_all
+from bot.ports import FetchError, FetchRefused, PrometheusError
 from bot.runbooks.context import RunContext
-from bot.runbooks.fetch import Fetcher, FetchError, FetchRefused, HostPolicy
 from bot.runbooks.format import Runbook, RunbookError, coerce
 from bot.runbooks.kinds.base import Observation, Step, StepError, StepIO
 from bot.runbooks.outcomes import RunResult, StepOutcome, cap, redact, run_status, secrets_from_environment
@@ -121,8 +124,9 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
     when the rest are `skipped`. Each step is bounded by its timeout and by what is
     left of the runbook's. With `dry_run`, every step is rendered and validated but
     not executed: `skipped`, with what would run as its output (values earlier steps
-    would expose render as `<steps.name.key>`). Every fetch goes through one guarded
-    client (bot/runbooks/fetch.py); a URL it refuses fails its step, naming why.
+    would expose render as `<steps.name.key>`). Every fetch goes through the context's
+    HTTP probe (bot/adapters/http_probe.py) within this runbook's host policy; a URL it
+    refuses fails its step, naming why.
     """
     secrets = (*secrets_from_environment(context.environ), *context.secrets)
     outcomes: list[StepOutcome] = []
@@ -133,9 +137,11 @@ async def run(runbook: Runbook, params: Mapping[str, Any], *, context: RunContex
     stopped_by: str | None = None
     policy = HostPolicy.build([context.prometheus_url, context.mlflow_uri, *literal_urls(runbook)],
                               context.allowed_hosts)
-    async with Fetcher(policy, resolver=context.resolver,
-                       ssl_context=client_ssl_context(context.ca_bundle)) as fetch:
-        io = StepIO(fetch=fetch, context=context)
+    async with AsyncExitStack() as owned:
+        probe = context.probe or await owned.enter_async_context(
+            HttpProbe(ssl_context=client_ssl_context(context.ca_bundle)))
+        io = StepIO(fetch=probe.within(policy), context=context,
+                    prometheus=context.prometheus or PrometheusApi(context.prometheus_url))
         have, statuses = configured(context), {}
         for index, step in enumerate(runbook.steps):
             started_at, started = context.clock(), time.monotonic()
@@ -211,7 +217,7 @@ async def _step(step: Step, io: StepIO, template_context: Mapping[str, Any], bud
         return Observation("failed", f"refused: {exc}", {})
     except UndefinedReference as exc:
         return _blame_earlier(step, statuses) or Observation("error", str(exc), {})
-    except (TemplateFailure, StepError, RegistryError, FetchError) as exc:
+    except (TemplateFailure, StepError, RegistryError, FetchError, PrometheusError) as exc:
         return Observation("error", str(exc), {})
     except Exception as exc:  # unreachable services, a plugin's bug: this step's error, not the run's
         return Observation("error", f"{type(exc).__name__}: {exc}", {})

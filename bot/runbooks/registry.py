@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bot.runbooks.fetch import Fetcher
+from bot.adapters.http_probe import Fetcher
 
 API = "/api/2.0/mlflow/"
 

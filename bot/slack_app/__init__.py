@@ -15,10 +15,11 @@ from bot.usecases import UseCases
 
 def build_slack_app(*, signing_secret: str, client: AsyncWebClient,
                     usecases: UseCases) -> AsyncApp:
-    from bot.slack_app import actions, commands, rollback
+    from bot.slack_app import actions, commands, pulse, rollback
 
     app = AsyncApp(signing_secret=signing_secret, client=client)
     commands.register(app, usecases)
     actions.register(app, usecases)
     rollback.register(app, usecases)
+    pulse.register(app, usecases)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -33,6 +34,9 @@ def register(app: AsyncApp, usecases: UseCases) -> None:
                 text, blocks = await usecases.report(parsed.text)
                 await respond(text=text, blocks=blocks, response_type="ephemeral",
                               replace_original=False)
+                await usecases.share_report_chart(parsed.text,
+                                                  channel_id=command.get("channel_id", ""),
+                                                  user_id=command["user_id"])
                 return
             if parsed.name == "rollback":
                 text, blocks = await usecases.preview_rollback(
@@ -63,6 +67,11 @@ async def run(command: Command, slash: dict[str, Any], usecases: UseCases) -> st
         return HELP
     if name == "who":
         return await usecases.who_is_on_call()
+    if name == "changes":
+        return await usecases.recent_changes(command.filters.get("model"),
+                                             command.duration or timedelta(hours=24))
+    if name == "console":
+        return await usecases.console_link(slash["user_id"])
     if name == "list":
         return usecases.list_incidents(command.filters)
     if name == "show":

@@ -5,6 +5,7 @@ takes `session=`. It decides nothing: intake's decisions are `bot.domain.intake`
 * `incidents`: writes to one incident (timeline, owed deliveries, resolve, promote, runs).
 * `outbox`: which deliveries are due, their leases, and their outcomes.
 * `reads`: read queries for Slack, the CLI and reports.
+* `pulses`: satisfaction pulses and their answers.
 """
 
 from bot.domain.incident import DeliveryPolicy
@@ -32,6 +33,14 @@ from bot.store.outbox import (
     record_outcomes,
     release_leases,
 )
+from bot.store.pulses import (
+    answer_of,
+    open_pulse,
+    open_pulse_by_id,
+    pulse_facts,
+    save_comment,
+    save_score,
+)
 from bot.store.reads import (
     AlertSummary,
     earlier_post_attempt,
@@ -42,7 +51,8 @@ from bot.store.reads import (
 )
 
 __all__ = [
-    "OPEN_STATES", "TARGETS", "AlertSummary", "DeliveryPolicy", "IngestResult", "Outcome",
+    "OPEN_STATES", "TARGETS", "answer_of", "open_pulse", "open_pulse_by_id", "pulse_facts",
+    "save_comment", "save_score", "AlertSummary", "DeliveryPolicy", "IngestResult", "Outcome",
     "OutboxStats", "active_silences", "add_timeline", "announce_pages", "apply_alerts",
     "due_deliveries", "earlier_post_attempt", "open_incident_counts", "incident_with_alerts",
     "lease_deliveries", "outbox_stats", "owe", "pages_owed_since", "pending_pages",

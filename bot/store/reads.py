@@ -21,6 +21,7 @@ class AlertSummary:
     total: int
     firing: int
     annotations: dict[str, Any]
+    change_note: str | None = None  # the model change the incident followed (its timeline)
 
 
 def _of_incident(statement: Any) -> Any:
@@ -33,6 +34,9 @@ _INCIDENT_WITH_ALERTS = select(
     _of_incident(select(func.coalesce(func.sum(
         case((AlertOccurrence.status == AlertStatus.FIRING.value, 1), else_=0)), 0))),
     _of_incident(select(AlertOccurrence.annotations).order_by(col(AlertOccurrence.id)).limit(1)),
+    select(TimelineEntry.detail).where(TimelineEntry.incident_id == Incident.id,
+                                       TimelineEntry.kind == "model_change")
+    .order_by(col(TimelineEntry.id).desc()).limit(1).scalar_subquery(),
 ).where(Incident.id == bindparam("incident_id"))
 _PENDING_SYNCS = select(Delivery.id).where(
     Delivery.incident_id == bindparam("incident_id"),
@@ -49,8 +53,9 @@ def incident_with_alerts(incident_id: int, *,
                        params={"incident_id": incident_id}).first()
     if row is None:
         return None
-    incident, total, firing, annotations = row
-    return incident, AlertSummary(total=total, firing=firing, annotations=annotations or {})
+    incident, total, firing, annotations, change_note = row
+    return incident, AlertSummary(total=total, firing=firing, annotations=annotations or {},
+                                  change_note=change_note)
 
 
 _EARLIER_POST = select(func.min(Delivery.first_attempt_at)).where(

@@ -16,7 +16,10 @@ store/intake.py, and the outbox (bot/outbox.py) sends what the plan owes.
 | rollback | rollback.py | preview_rollback, preview_incident_rollback, confirm_rollback, cancel_rollback |
 | runbooks | runbooks.py | list_runbooks, run_runbook |
 | timers | timers.py | fire_timer, timers_wanted, timers_scheduled, handoff_digest |
-| queries | queries.py | list_incidents, show_incident, list_silences, who_is_on_call, report, postmortem |
+| queries | queries.py | list_incidents, show_incident, list_silences, who_is_on_call, report, |
+| | | share_report_chart, recent_changes, console_link, postmortem |
+| lifecycle | lifecycle.py | record_drift, take_event (Events API v2), registry_event (MLflow) |
+| timers | timers.py | open_pulse (the satisfaction pulse's cron) |
 
 In-transaction steps shared by several use cases (lock an incident, acknowledge it,
 fire a timer) are in actions.py.
@@ -31,6 +34,7 @@ from bot.domain.alert import Alert
 from bot.store import IngestResult
 from bot.usecases.actions import ActionRefused, Actor, Done
 from bot.usecases.incidents import IncidentCases, slack_actor
+from bot.usecases.lifecycle import LifecycleCases
 from bot.usecases.queries import QueryCases
 from bot.usecases.rollback import RollbackCases
 from bot.usecases.runbooks import RunbookCases
@@ -39,7 +43,8 @@ from bot.usecases.timers import TimerCases
 __all__ = ["ActionRefused", "Actor", "DatabaseUnavailable", "Done", "UseCases", "slack_actor"]
 
 
-class UseCases(IncidentCases, RollbackCases, RunbookCases, TimerCases, QueryCases):
+class UseCases(IncidentCases, RollbackCases, RunbookCases, TimerCases, QueryCases,
+               LifecycleCases):
     async def ingest(self, alerts: Sequence[Alert]) -> IngestResult:
         """Commit the alerts and what they change (group commit: see Pipeline.ingest);
         returns once that is durable. Database errors propagate (DatabaseUnavailable

@@ -9,7 +9,6 @@ from typing import TypeVar
 from anyio import to_thread
 from sqlmodel import Session
 
-from bot.adapters.oncall import PagerDutyOnCall
 from bot.db import Database
 from bot.domain.incident import IncidentState
 from bot.domain.permissions import Guarded
@@ -17,9 +16,12 @@ from bot.domain.routing import RoutingConfig
 from bot.models import Incident
 from bot.permissions import Gatekeeper
 from bot.pipeline import Pipeline
+from bot.ports import ModelRegistry, OnCall
 from bot.runbooks import Runbook
 from bot.store import DeliveryPolicy
 from bot.usecases.actions import ActionRefused, Actor
+from bot.usecases.changes import ModelChanges
+from bot.usecases.console import Console
 
 T = TypeVar("T")
 
@@ -27,9 +29,11 @@ T = TypeVar("T")
 class Base:
     def __init__(self, *, pipeline: Pipeline, db: Database, routing: RoutingConfig,
                  policy: DeliveryPolicy, gatekeeper: Gatekeeper | None,
-                 oncall: PagerDutyOnCall | None, runbooks: Mapping[str, Runbook],
-                 mlflow_uri: str | None) -> None:
-        """`gatekeeper` None: nobody passes a guard (no Slack client to ask)."""
+                 oncall: OnCall | None, runbooks: Mapping[str, Runbook],
+                 registry: ModelRegistry | None, changes: ModelChanges,
+                 console: Console) -> None:
+        """`gatekeeper` None: nobody passes a guard (no Slack client to ask);
+        `registry` None: MLFLOW_TRACKING_URI is not set."""
         self.pipeline = pipeline
         self.db = db
         self.routing = routing
@@ -37,7 +41,9 @@ class Base:
         self.gatekeeper = gatekeeper
         self.oncall = oncall
         self.runbooks = runbooks
-        self.mlflow_uri = mlflow_uri
+        self.registry = registry
+        self.changes = changes
+        self.console = console
 
     def now(self) -> datetime:
         return self.pipeline.clock()

@@ -7,7 +7,6 @@ the transaction, so a Slack click and a PagerDuty webhook arriving together appl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -72,7 +71,7 @@ class IncidentCases(Base):
         def work(row: Incident, session: Session, now: datetime) -> Done:
             team = self.routing.teams.get(row.team or "")
             pageable = bool(team and team.pagerduty_routing_key_env
-                            and os.environ.get(team.pagerduty_routing_key_env))
+                            in self.policy.routing_keys_set)
             return actions.escalate(row, team=team, team_pageable=pageable, session=session,
                                     policy=self.policy, now=now, actor=actor)
 

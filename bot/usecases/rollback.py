@@ -20,25 +20,22 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot import store
-from bot.clock import utcnow
 from bot.domain.answers import RollbackView, rollback_preview
 from bot.domain.confirmations import ALIAS_MOVED, CONFIRM_WITHIN, confirmation_refusal
 from bot.domain.messages import Mrkdwn, actor_mrkdwn, md
 from bot.domain.permissions import Guarded
 from bot.models import Incident, RollbackConfirmation, RollbackLock
 from bot.runbooks import Runbook
-from bot.runbooks.registry import ModelRegistry, RegistryError
+from bot.runbooks.registry import RegistryError
 from bot.runs import rollback_runbook
 from bot.usecases.actions import ActionRefused, Actor
 from bot.usecases.base import Base
 
-DEFAULT_ALIAS = "champion"  # MLflow's documented convention for the serving version
 NOT_OFFERED = "That confirmation is not a rollback this bot offered; nothing changed."
 _CONFIRMATION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
 
@@ -83,10 +80,17 @@ class RollbackCases(Base):
         runbook = rollback_runbook(self.runbooks, {**labels, "model": model})
         if runbook is None:
             raise ActionRefused(md("No rollback runbook serves model `{}`.", model))
-        if not self.mlflow_uri:
+        if self.registry is None:
             raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
-        alias = labels.get("model_alias") or DEFAULT_ALIAS
+        alias = self.changes.serving_alias(model, labels)
         found = await _registry_call(self, lambda registry: registry.what_changed(model, alias))
+        # The incident followed a recorded move of the alias: go back to what served before it.
+        change = (await self.changes.change_before(incident_id)
+                  if incident_id and not target else None)
+        if (change is not None and change.from_version
+                and change.to_version == found["current_version"]):
+            found = {**found, "previous_version": change.from_version,
+                     "previous_source": f"served before the change {change.moved_at:%H:%M} UTC"}
         current = str(found["current_version"])
         target = str(target or found["previous_version"] or "")
         shown = md("{}@{}", model, alias)
@@ -159,13 +163,15 @@ class RollbackCases(Base):
                 col(RollbackConfirmation.used_at).is_(None)).values(used_at=now)))
 
 
-async def _registry_call(services: Any, call: Any) -> Any:
-    """One read of the registry; ActionRefused (escaped) when MLflow fails."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        try:
-            return await call(ModelRegistry(client, services.mlflow_uri or "", utcnow))
-        except RegistryError as exc:
-            raise ActionRefused(md("Could not read the registry: {}", exc)) from None
+async def _registry_call(cases: Base, call: Any) -> Any:
+    """One read of the registry (the bot's MLflow client, built in create_app);
+    ActionRefused (escaped) when MLflow fails."""
+    if cases.registry is None:
+        raise ActionRefused("MLFLOW_TRACKING_URI is not set, so the registry cannot be read.")
+    try:
+        return await call(cases.registry)
+    except RegistryError as exc:
+        raise ActionRefused(md("Could not read the registry: {}", exc)) from None
 
 
 def start(confirmation_id: str, actor: Actor, runbooks: Mapping[str, Runbook], *,

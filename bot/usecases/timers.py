@@ -8,19 +8,22 @@ handoff, the weekly scorecard, a silence that ended) go through the outbox.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from bot import store
-from bot.adapters.oncall import OnCallShift, OnCallUnavailable
+from bot import charts, store
 from bot.domain.answers import handoff_digest_text, silence_ended_text
 from bot.domain.escalation import TimerKind, timers_for
-from bot.domain.messages import LONG_MESSAGE_TEXT, Mrkdwn, cut
+from bot.domain.messages import LONG_MESSAGE_TEXT, Mrkdwn, cut, md
 from bot.models import Delivery, Incident, Silence
-from bot.reports import scorecard_for, weekly_post
+from bot.ports import OnCallShift, OnCallUnavailable
+from bot.reports import chart_upload, scorecard_for, weekly_post
 from bot.usecases.actions import clocks_of, fire_timer
 from bot.usecases.base import Base
+from bot.usecases.pulse import open_pulse
 
 # Job id → (kind, subject id, due time).
 Wanted = dict[str, tuple[str, int, datetime]]
@@ -37,6 +40,7 @@ class TimerCases(Base):
                 session, now, channel, text_))
             return "handoff posted"
         if kind == "weekly_report":
+            await to_thread.run_sync(charts.available)  # matplotlib loads outside the transaction
             await self.pipeline.transact(self._weekly_report)
             return "weekly report posted"
         if kind == "silence_end":
@@ -88,20 +92,40 @@ class TimerCases(Base):
                 on_call = str(exc)
         return handoff_digest_text(now, during, still_open, on_call)
 
+    async def open_pulse(self, key: str) -> str:
+        """Post the satisfaction pulse of the cron occurrence `key`, once however often
+        its job fires; returns what was done."""
+        schedule = self.routing.pulse
+        if schedule is None:
+            return "no pulse configured"
+        opened = await self.pipeline.transact(lambda session, now: open_pulse(
+            key, schedule.channel or self.policy.default_channel, session=session, now=now,
+            policy=self.policy))
+        return (f"opened #{opened}" if opened
+                else "not opened (opened already, or Slack is not configured)")
+
     def _post(self, session: Session, now: datetime, channel: str | None, text_: Mrkdwn,
-              blocks: list[dict[str, object]] | None = None) -> None:
+              blocks: list[dict[str, object]] | None = None,
+              chart: dict[str, Any] | None = None) -> None:
+        """Owe a channel message; with `chart`, the chart is shared after it (one delivery,
+        so in that order)."""
         if self.policy.slack:
+            payload: dict[str, Any] = {"channel": channel or self.policy.default_channel,
+                                       "text": cut(text_, LONG_MESSAGE_TEXT),
+                                       "blocks": blocks or []}
+            if chart is not None:
+                payload["chart"] = chart
             session.add(Delivery(incident_id=None, target="slack", action="post",
-                                 payload={"channel": channel or self.policy.default_channel,
-                                          "text": cut(text_, LONG_MESSAGE_TEXT),
-                                          "blocks": blocks or []},
-                                 created_at=now, next_attempt_at=now))
+                                 payload=payload, created_at=now, next_attempt_at=now))
 
     def _weekly_report(self, session: Session, now: datetime) -> None:
-        text_, blocks = weekly_post(scorecard_for(session=session, since=now - timedelta(days=7),
-                                                  until=now, now=now))
+        scorecard = scorecard_for(session=session, since=now - timedelta(days=7), until=now,
+                                  now=now, routing=self.routing)
+        text_, blocks = weekly_post(scorecard)
         channel = self.routing.weekly_report.channel if self.routing.weekly_report else None
-        self._post(session, now, channel, text_, blocks)
+        self._post(session, now, channel, text_, blocks,
+                   chart_upload(scorecard, comment=md("Scorecard chart, {:%b %d} – {:%b %d}",
+                                                      scorecard.since, scorecard.until)))
 
     def _silence_ended(self, session: Session, now: datetime, silence_id: int) -> None:
         silence = session.get(Silence, silence_id)

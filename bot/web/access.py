@@ -23,7 +23,11 @@ log = logging.getLogger("oncall_bot.access")
 # Paths the bot serves; any other is counted as "other", so a scanner's paths never
 # become metric labels.
 HANDLERS = frozenset({"/webhooks/alertmanager", "/webhooks/grafana", "/webhooks/generic",
-                      "/webhooks/pagerduty", "/slack/events", "/healthz", "/readyz", "/metrics"})
+                      "/webhooks/pagerduty", "/webhooks/cloudevents", "/v2/enqueue",
+                      "/slack/events", "/healthz", "/readyz", "/metrics"})
+# /webhooks/cloudevents/<token>: the path carries a secret, so it is logged and counted
+# without it.
+_TOKEN_PATH = "/webhooks/cloudevents/"
 # A caller's X-Request-ID is kept only when it is short and plain (it goes into logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -55,8 +59,7 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            path = repr(scope.get("path", ""))[1:-1][:200]  # no newline forges a line in text logs
-            handler = scope.get("path") if scope.get("path") in HANDLERS else "other"
+            path, handler = _shown(scope.get("path", ""))
             self.metrics.responses.labels(handler, str(status)).inc()
             if self.access_log:
                 client = scope.get("client")
@@ -65,3 +68,11 @@ class AccessMiddleware:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     "client": client[0] if client else None})
             logs.request_id.reset(token)
+
+
+def _shown(path: str) -> tuple[str, str]:
+    """The path as logged (no newline can forge a line in text logs; no path token) and
+    the handler it is counted under."""
+    if path.startswith(_TOKEN_PATH):
+        return _TOKEN_PATH + "<token>", _TOKEN_PATH + "{token}"
+    return repr(path)[1:-1][:200], path if path in HANDLERS else "other"

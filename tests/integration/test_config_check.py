@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ teams:
     slack_group: S0CHURNDS
     pagerduty_routing_key_env: CHURN_PAGERDUTY_ROUTING_KEY
 handoff: {cron: "99 9 * * 1-5", timezone: Europe/London}
+pulse: {cron: "0 10 32 * *", timezone: Europe/Berlin, channel: "#ml-pulse"}
 routes:
   - name: churn
     matchers: ['model="churn"']
@@ -65,7 +68,9 @@ def test_config_check_names_each_bad_configuration(tmp_path):
     assert any(f"{source}: routes[2]: route 'never' can never be reached: routes[1] ('everything')" in line
                for line in errors), errors
     assert any("routes[3]: route 'default' can never be reached" in line for line in errors)
-    assert len(errors) == 4, errors
+    assert any(f"{source}: pulse.cron: '0 10 32 * *' is not a valid cron" in line
+               for line in errors), errors
+    assert len(errors) == 5, errors
     assert (f"warning: {source}: teams.ds-churn.pagerduty_routing_key_env: "
             "CHURN_PAGERDUTY_ROUTING_KEY is not set: escalation mentions Slack group S0CHURNDS") in result.stdout
     assert "Traceback" not in result.stderr
@@ -77,7 +82,8 @@ def test_config_check_names_each_bad_configuration(tmp_path):
 
 
 def test_a_sound_configuration_passes_and_a_set_key_silences_the_warning(tmp_path):
-    sound = BROKEN.replace('"99 9', '"0 9').replace("hihg", "high").replace(
+    sound = BROKEN.replace('"99 9', '"0 9').replace('"0 10 32', '"0 10 1').replace(
+        "hihg", "high").replace(
         "  - name: everything\n    tier: L0\n", "")
     result = oncall_bot("config", "check", env=_env(tmp_path, sound, CHURN_PAGERDUTY_ROUTING_KEY="k" * 32))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -168,3 +174,31 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(bot_env, tmp_path, 
     text = bot.log()
     assert "hunter2" not in text and bot_env["ALERT_WEBHOOK_TOKEN"] not in text
     assert bot_env["SLACK_BOT_TOKEN"] not in text
+
+
+def test_a_failure_while_starting_is_one_line_and_exit_2(tmp_path):
+    """A database the migrations cannot apply to (a table already there, unstamped) fails
+    inside the app's start-up: one line that names it, no traceback, exit 2."""
+    path = tmp_path / "taken.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE incident (id INTEGER PRIMARY KEY)")
+    token = "alert-token-that-must-not-show"
+    result = oncall_bot("serve", "--port", str(free_port()), cwd=tmp_path, env={
+        "DATABASE_URL": f"sqlite:///{path}", "ALERT_WEBHOOK_TOKEN": token, "LOG_FORMAT": "text"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and token not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "start-up failed" in line]
+    assert len(failed) == 1, result.stderr
+    assert "OperationalError: table incident already exists" in failed[0]
+
+
+def test_a_port_already_taken_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = oncall_bot("serve", "--port", str(port), cwd=tmp_path, env={
+            "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db", "LOG_FORMAT": "text"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "address already in use" in result.stderr, result.stderr

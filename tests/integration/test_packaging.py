@@ -60,6 +60,10 @@ def test_the_wheel_imports_nothing_of_the_checkout_and_its_demo_asks_for_one(tmp
         archive.extractall(installed)
     assert (installed / "bot" / "default_routing.yaml").is_file()
     assert any((installed / "bot" / "migrations" / "versions").glob("*.py"))
+    # The web console's templates and stylesheet (templates/**/* in package-data).
+    console = installed / "bot" / "templates" / "console"
+    assert {"base.html", "incidents.html", "incident.html", "scorecard.html",
+            "console.css"} <= {path.name for path in console.iterdir()}
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -99,7 +99,7 @@ def slash(bot, slack, text: str, user: str = STRANGER, *, timestamp=None, secret
 
 def click(bot, slack, action: str, incident_id: int, user: str = STRANGER):
     name = f"click-{time.monotonic_ns()}"
-    (message,) = slack.top_level_messages()
+    (message,) = slack.top_level_messages(slack.channel_id("#ml-alerts"))
     body = block_actions_body(action, str(incident_id), user, message["channel"], message["ts"],
                               response_url=slack.response_url(name))
     response = bot.http.post("/slack/events", content=body,
@@ -280,6 +280,34 @@ def test_escalating_a_team_without_pagerduty_mentions_its_slack_group(app_bot, s
     assert pagerduty.events_for(f"{key}-l2") == []
 
 
+def test_a_team_key_unset_at_start_is_warned_about_by_name_and_its_slack_group_helps(
+        bot_env, tmp_path, slack, pagerduty):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES)
+    slack.add_user(PLATFORM, "grace", "grace@example.com")
+    slack.add_usergroup(PLATFORM_GROUP, "ml-platform", [PLATFORM])
+    env = {**bot_env, "ONCALL_CONFIG": str(routes), "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    env.pop("CHURN_PAGERDUTY_ROUTING_KEY", None)
+    bot = BotProcess(env, log_path=tmp_path / "bot.log", token=WEBHOOK_TOKEN)
+    bot.start()
+    try:
+        warnings = [json.loads(line)["message"] for line in bot.log().splitlines()
+                    if '"WARNING"' in line]
+        assert (f"{routes}: teams.ds-churn.pagerduty_routing_key_env: CHURN_PAGERDUTY_ROUTING_KEY "
+                "is not set: escalation mentions Slack group S0CHURNDS instead") in warnings
+        incident_id, key = page_one(bot, slack, pagerduty)
+        click(bot, slack, "incident_escalate", incident_id, user=PLATFORM)
+        bot.until(lambda: bot.rows("SELECT id FROM incident WHERE escalated_team='ds-churn'"),
+                  what="the escalation")
+        bot.until(bot.outbox_settled, what="the thread reply")
+        (message,) = slack.top_level_messages()
+        replies = [r["text"] for r in slack.thread(message["channel"], message["ts"])]
+        assert any("<!subteam^S0CHURNDS>" in r for r in replies)
+        assert pagerduty.events_for(f"{key}-l2") == []
+    finally:
+        bot.stop()
+
+
 def test_silence_button_silences_the_group_for_an_hour(app_bot, slack, pagerduty):
     incident_id, _ = page_one(app_bot, slack, pagerduty)
     click(app_bot, slack, "incident_silence", incident_id, user=ON_CALL)
@@ -431,8 +459,12 @@ def test_report_and_postmortem_from_slack(app_bot, slack, pagerduty):
     assert answer["response_type"] == "ephemeral" and answer["blocks"]
     assert "1 incidents" in answer["text"] or "1 incident" in answer["text"]
     assert "not a period" in slash(app_bot, slack, "report soon")[1]
+    # Its chart is shared in the channel the command came from (C0ALERTS01), once.
+    (chart,) = app_bot.until(lambda: slack.uploads("C0ALERTS01"), what="the report's chart")
+    assert chart["content"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"for <@{STRANGER}>" in chart["initial_comment"]
 
-    (message,) = slack.top_level_messages()
+    (message,) = slack.top_level_messages(slack.channel_id("#ml-alerts"))
     assert "incident_postmortem" in json.dumps(message["blocks"])
     name = click(app_bot, slack, "incident_postmortem", incident_id, user=STRANGER)
     (draft,) = app_bot.until(lambda: slack.responses(name), what="the postmortem")

@@ -148,6 +148,27 @@ def block_actions_body(action_id: str, value: str, user_id: str, channel_id: str
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
+def view_submission_body(view: dict, values: dict, user_id: str, *,
+                         user_name: str = "ada") -> bytes:
+    """Form body ``payload=<JSON>`` of a modal's submission: ``view`` as views.open
+    returned it (its ``callback_id`` and ``private_metadata`` come back to the app), and
+    ``values`` as ``state.values`` (``{block_id: {action_id: {"type", "value"}}}``)."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": SLACK_TEAM_ID, "domain": SLACK_TEAM_DOMAIN},
+        "user": {"id": user_id, "username": user_name, "name": user_name,
+                 "team_id": SLACK_TEAM_ID},
+        "api_app_id": SLACK_APP_ID,
+        "token": SLACK_VERIFICATION_TOKEN,
+        "trigger_id": new_trigger_id(),
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
 # -- PagerDuty Webhooks v3 ----------------------------------------------------------
 def pagerduty_signature(secret: str, body: bytes, extra_secrets=()) -> str:
     """``X-PagerDuty-Signature``: ``v1=<hex>`` per secret, comma-joined (rotation)."""

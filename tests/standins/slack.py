@@ -33,6 +33,15 @@ ID, ``users_not_found``, ``no_such_subteam``) are legitimate answers, not
 violations; a malformed request (missing argument, a name where an ID is
 required, an invalid view, a reused trigger_id) is.
 
+Files (docs.slack.dev, files.getUploadURLExternal and files.completeUploadExternal):
+``files.getUploadURLExternal`` (``filename``, ``length``; scope ``files:write``) answers
+``upload_url`` and ``file_id``; the upload is a POST of the raw bytes (or a multipart
+form with the file) to ``upload_url``, without a token, and must carry ``length`` bytes;
+``files.completeUploadExternal`` (``files=[{"id", "title"}]`` as JSON, ``channel_id``,
+``initial_comment``, ``thread_ts``) shares the uploaded files: a message with ``files``
+in the channel, whose members only may share there (``not_in_channel`` otherwise).
+:meth:`SlackStandIn.uploads` gives what was shared, with its bytes.
+
 ``response_url``: ``POST {origin}/response/<name>`` takes a JSON body like
 Slack's response_url payloads and answers HTTP 200 ``ok`` as plain text (errors:
 HTTP 400 and a plain-text code such as ``no_text``, recorded as violations).
@@ -41,6 +50,8 @@ not change ``messages``.
 """
 
 import base64
+import email.parser
+import email.policy
 import hashlib
 import itertools
 import json
@@ -58,6 +69,8 @@ APP_ID = "A0STANDAPP"
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 RESPONSE_PATH = "/response/"
+UPLOAD_PATH = "/upload/v1/"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KNOWN_BLOCKS = {"section", "header", "context", "actions", "divider",
                 "rich_text", "image", "input"}
 TEXT_TYPES = {"mrkdwn", "plain_text"}
@@ -73,8 +86,9 @@ class SlackStandIn(StandIn):
     ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
     ``chat.getPermalink``, ``users.info``, ``users.lookupByEmail``,
     ``usergroups.users.list``, ``views.open``, ``conversations.history``,
-    ``conversations.replies``, ``conversations.join``, ``conversations.list``;
-    anything else answers
+    ``conversations.replies``, ``conversations.join``, ``conversations.list``,
+    ``files.getUploadURLExternal``, ``files.completeUploadExternal`` (and the upload
+    URLs the first one hands out); anything else answers
     ``unknown_method``.  ``response_url(name)`` gives a response_url served
     by the same server (recorded under the name ``response_url``).
     """
@@ -91,7 +105,11 @@ class SlackStandIn(StandIn):
         self._ts_counter = 0
         self._view_ids = itertools.count(1)
         self.channels: dict[str, dict] = {}  # id -> {"id", "name", "is_private", "members"}
+        self.files: dict[str, dict] = {}  # file_id -> {"id", "name", "length", "title",
+        # "alt_txt", "content" (bytes once uploaded), "shares": [{"channel", "ts", ...}]}
+        self._file_ids = itertools.count(1)
         self.scopes: set[str] = set(SCOPES.values()) | {"chat:write", "chat:write.public",
+                                                          "files:write",
                                                           "groups:history", "groups:read"}
         self._stalls: list[list] = []  # [method, times left]
         self._released = threading.Event()
@@ -159,6 +177,17 @@ class SlackStandIn(StandIn):
     def release(self):
         self._released.set()
 
+    def uploads(self, channel_id: str | None = None) -> list[dict]:
+        """Files shared (by files.completeUploadExternal), optionally only in
+        ``channel_id``: ``{"id", "name", "title", "content", "channel", "ts",
+        "initial_comment", "thread_ts"}``, in the order shared."""
+        with self.lock:
+            shared = [{"id": f["id"], "name": f["name"], "title": f["title"],
+                       "content": f["content"], **share}
+                      for f in self.files.values() for share in f["shares"]]
+        return sorted((u for u in shared if channel_id in (None, u["channel"])),
+                      key=lambda u: float(u["ts"]))
+
     def responses(self, name: str | None = None) -> list[dict]:
         """JSON bodies accepted at response_urls (optionally only ``name``'s), in order."""
         with self.lock:
@@ -210,6 +239,8 @@ class SlackStandIn(StandIn):
     def route_name(self, http_method, path):
         if path.startswith(RESPONSE_PATH):
             return "response_url"
+        if path.startswith(UPLOAD_PATH):
+            return "upload_url"
         return path.removeprefix("/api/")
 
     def fault_reply(self, fault, req):
@@ -218,6 +249,8 @@ class SlackStandIn(StandIn):
         return Reply(fault.status, {"ok": False, "error": error})
 
     def route(self, req: Request) -> Reply:
+        if req.name == "upload_url":  # pre-signed: no token, the body is the file
+            return self._upload(req)
         args = {k: v[-1] for k, v in req.query.items()}
         if req.raw and req.body is None:
             return self._error(req, "invalid_json"
@@ -245,6 +278,8 @@ class SlackStandIn(StandIn):
             "conversations.replies": self._conversations_replies,
             "conversations.join": self._conversations_join,
             "conversations.list": self._conversations_list,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }.get(req.name)
         if handler is None:
             return self._error(req, "unknown_method")
@@ -440,6 +475,92 @@ class SlackStandIn(StandIn):
         }
         self.views.append({"trigger_id": trigger_id, "view": opened})
         return Reply(200, {"ok": True, "view": opened})
+
+    # -- files ----------------------------------------------------------------
+    def _get_upload_url(self, req, args):
+        refused = self._missing_scope(req, "files:write")
+        if refused is not None:
+            return refused
+        filename = args.get("filename")
+        try:
+            length = int(args.get("length") or 0)
+        except (TypeError, ValueError):
+            return self._error(req, "invalid_arguments", ["length must be an integer"])
+        if not isinstance(filename, str) or not filename:
+            return self._error(req, "invalid_arguments", ["filename is required"])
+        if length <= 0:
+            return self._error(req, "missing_argument", ["length must be above 0"])
+        if len(str(args.get("alt_txt") or "")) > 1000:
+            return self._error(req, "alt_txt_too_large")
+        file_id = f"F{next(self._file_ids):010d}"
+        self.files[file_id] = {"id": file_id, "name": filename, "length": length,
+                               "alt_txt": args.get("alt_txt"), "title": None,
+                               "content": None, "shares": []}
+        return Reply(200, {"ok": True, "upload_url": f"{self.origin}{UPLOAD_PATH}{file_id}",
+                           "file_id": file_id})
+
+    def _upload(self, req):
+        file = self.files.get(req.path[len(UPLOAD_PATH):])
+        if req.http_method != "POST" or file is None:
+            self.violation(req, "uploads are a POST to an upload_url that was handed out")
+            return Reply(404, "not found")
+        content = req.raw
+        if req.headers.get("content-type", "").startswith("multipart/form-data"):
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                b"Content-Type: " + req.headers["content-type"].encode() + b"\r\n\r\n" + req.raw)
+            parts = [p for p in message.iter_parts() if p.get_filename() is not None]
+            content = parts[0].get_content() if parts else b""
+        if len(content) != file["length"]:
+            self.violation(req, f"uploaded {len(content)} bytes, announced {file['length']}")
+            return Reply(400, "length mismatch")
+        file["content"] = bytes(content)
+        return Reply(200, f"OK - {len(content)}")
+
+    def _complete_upload(self, req, args):
+        refused = self._missing_scope(req, "files:write")
+        if refused is not None:
+            return refused
+        files = args.get("files")
+        try:
+            files = json.loads(files) if isinstance(files, str) else files
+        except ValueError:
+            return self._error(req, "invalid_arguments", ["files is not JSON"])
+        if not isinstance(files, list) or not files or not all(
+                isinstance(f, dict) and isinstance(f.get("id"), str) for f in files):
+            return self._error(req, "invalid_arguments", ['files must be [{"id", "title"}]'])
+        known = [self.files.get(f["id"]) for f in files]
+        if any(f is None for f in known):
+            return self._error(req, "file_not_found")
+        if any(f["content"] is None for f in known):
+            return self._error(req, "invalid_arguments", ["a file was never uploaded"])
+        ref = args.get("channel_id") or ""
+        if not ref:
+            for f, given in zip(known, files):
+                f["title"] = given.get("title") or f["name"]
+            return Reply(200, {"ok": True, "files": [{"id": f["id"], "title": f["title"]}
+                                                     for f in known]})
+        if not CHANNEL_ID.match(ref):
+            return self._error(req, "channel_not_found", [f"{ref!r} is not a channel ID"])
+        channel = self._channel(ref)
+        if channel is None or (channel["is_private"] and BOT_USER_ID not in channel["members"]):
+            return self._error(req, "channel_not_found", violation=False)
+        if BOT_USER_ID not in channel["members"]:
+            return self._error(req, "not_in_channel", violation=False)
+        thread_ts = args.get("thread_ts") or None
+        for f, given in zip(known, files):
+            f["title"] = given.get("title") or f["name"]
+        msg = {"type": "message", "channel": channel["id"], "ts": self._next_ts(),
+               "user": BOT_USER_ID, "text": args.get("initial_comment") or "",
+               "blocks": None, "attachments": None, "thread_ts": thread_ts, "upload": True,
+               "files": [{"id": f["id"], "name": f["name"], "title": f["title"],
+                          "mimetype": "image/png" if f["content"].startswith(PNG_SIGNATURE)
+                          else "application/octet-stream"} for f in known]}
+        self.messages.setdefault(channel["id"], {})[msg["ts"]] = msg
+        for f in known:
+            f["shares"].append({"channel": channel["id"], "ts": msg["ts"],
+                                "initial_comment": msg["text"], "thread_ts": thread_ts})
+        return Reply(200, {"ok": True, "files": [{"id": f["id"], "title": f["title"]}
+                                                 for f in known]})
 
     # -- response_url --------------------------------------------------------
     def _answer(self, h):

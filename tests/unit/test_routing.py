@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from bot.domain.matchers import Matcher, MatcherError, MatchType
-from bot.domain.routing import RoutingError, Tier, parse_routing
+from bot.domain.routing import ChannelSchedule, RoutingError, Tier, parse_routing
 from bot.routing_file import load_routing
-from bot.settings import DEFAULT_ROUTING_FILE
+from bot.settings import DEFAULT_ROUTING_FILE, routing_keys
 
 
 @pytest.mark.parametrize(
@@ -82,6 +82,9 @@ def test_first_match_wins_and_carries_its_fields():
         (_doc(teams={}), r"routes\[0\].team: 'ds-churn' is not defined"),
         (_doc(teams={"ds-churn": {"slack_group": "#churn"}}), "teams.ds-churn.slack_group"),
         (_doc(permissions={"users": ["U1"], "admins": []}), "permissions.admins"),
+        (_doc(pulse={"cron": "0 10 1 *"}), "pulse.cron: .*five fields"),
+        (_doc(pulse={"cron": "0 10 1 * *", "timezone": "Mars/Olympus"}), "pulse.timezone"),
+        (_doc(pulse={"cron": "0 10 1 * *", "chanel": "#x"}), "pulse.chanel"),
         ("just text", "routing file"),
     ],
 )
@@ -107,3 +110,22 @@ def test_teams_and_permissions_are_read():
     assert (team.slack_group, team.pagerduty_routing_key_env) == ("S0CHURN", "CHURN_KEY")
     assert routing.permissions.users == {"U1"} and routing.permissions.groups == {"S0PLAT"}
     assert routing.permissions.on_call is False
+
+
+def test_routing_keys_are_those_of_the_named_variables_that_hold_a_value():
+    routing = parse_routing(_doc(
+        teams={"ds-churn": {"pagerduty_routing_key_env": "CHURN_KEY"},
+               "ds-fraud": {"pagerduty_routing_key_env": "FRAUD_KEY"},
+               "ds-ads": {"slack_group": "S0ADS"},
+               "ds-search": {"pagerduty_routing_key_env": "CHURN_KEY"}},
+        escalation={"l1_escalation_service_env": "ESCALATION_KEY"}))
+    assert routing.routing_key_variables() == ["CHURN_KEY", "FRAUD_KEY", "ESCALATION_KEY"]
+    keys = routing_keys(routing, {"CHURN_KEY": "c" * 32, "FRAUD_KEY": "", "OTHER_KEY": "o" * 32})
+    assert {name: key.get_secret_value() for name, key in keys.items()} == {"CHURN_KEY": "c" * 32}
+
+
+def test_the_pulse_schedule_is_read():
+    config = parse_routing(_doc(pulse={"cron": "0 10 1 * *", "timezone": "Europe/Berlin",
+                                       "channel": "#ml-pulse"}))
+    assert config.pulse == ChannelSchedule("0 10 1 * *", "Europe/Berlin", "#ml-pulse")
+    assert parse_routing(_doc()).pulse is None

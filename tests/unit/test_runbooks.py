@@ -21,6 +21,8 @@ import trustme
 import yaml
 
 from bot import cli_runbooks
+from bot.adapters.http_probe import HostPolicy, HttpProbe, parse_patterns, refused_address, system_resolver
+from bot.ports import FetchError, FetchRefused
 from bot.runbooks import (
     RunbookError,
     RunContext,
@@ -34,15 +36,6 @@ from bot.runbooks import (
 )
 from bot.runbooks.checks import check_json, compare, lookup
 from bot.runbooks.engine import configured, literal_urls, unmet_prerequisites
-from bot.runbooks.fetch import (
-    Fetcher,
-    FetchError,
-    FetchRefused,
-    HostPolicy,
-    parse_patterns,
-    refused_address,
-    system_resolver,
-)
 from bot.runbooks.format import json_schema
 from bot.runbooks.outcomes import secrets_from_environment
 from bot.runbooks.templates import TemplateFailure, render_value
@@ -393,8 +386,8 @@ def test_link_local_and_metadata_addresses_are_refused_in_every_form(address, re
 
 def fetch_once(url, policy, resolver=system_resolver, **options):
     async def go():
-        async with Fetcher(policy, resolver=resolver, **options) as fetch:
-            return await fetch.request("GET", url, timeout=5)
+        async with HttpProbe(resolver=resolver, **options) as probe:
+            return await probe.within(policy).request("GET", url, timeout=5)
     return asyncio.run(go())
 
 

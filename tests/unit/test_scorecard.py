@@ -148,6 +148,14 @@ def test_daily_counts_and_median_mttr(card):
         (date(2026, 3, 8), 1, None)]  # #5 still open
 
 
+def test_daily_pages_and_median_mtta(card):
+    # Pages by when they were made: #1 Mon; #2 Tue, and its L2 page at 02:30 Tue; #6 Thu
+    # (its escalation was a Slack mention); #4 Sat; #5 Sun. #3 is L0; #7 paged on Sun 01.
+    assert [d.pages for d in card.daily] == [1, 2, 0, 1, 0, 1, 1]
+    assert [d.mtta_median for d in card.daily] == [
+        4 * MIN, 10 * MIN, None, 20 * MIN, None, 30 * MIN, 2 * MIN]  # #3 never acknowledged
+
+
 def test_no_incidents():
     card = compute([], since=SINCE, until=UNTIL, now=NOW)
     assert card.incidents == 0 and card.l0_share is None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from bot.domain.durations import parse_duration
-from bot.runbooks.fetch import Fetcher
+from bot.ports import Fetch, Prometheus
 from bot.runbooks.templates import Pending, is_template
 
 if TYPE_CHECKING:  # context.py imports the format, which imports the kinds
@@ -164,9 +164,11 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class StepIO:
-    """What executors share during one run: `fetch` is the run's only HTTP client."""
+    """What executors share during one run: `fetch` is the run's only HTTP client (the
+    guarded probe), `prometheus` asks PromQL through it."""
 
-    fetch: Fetcher
+    fetch: Fetch
+    prometheus: Prometheus
     context: RunContext
 
 

@@ -105,7 +105,17 @@ class RegistryAction:
         registry = ModelRegistry(io.fetch, self.base_url, io.context.clock)
         name, alias = self.model, self.alias
         if self.action == "what_changed":
+            # The bot's change records first (webhooks and polls: who, when, from what),
+            # then the registry for what serves now.
+            lookup = io.context.recorded_change
+            recorded = await lookup(name, alias) if lookup is not None else None
             found = await registry.what_changed(name, alias)
+            if recorded is not None and recorded.to_version == found["current_version"]:
+                found.update(moved_at=recorded.moved_at.isoformat(), recorded_by=recorded.source,
+                             moved_by=recorded.author)
+                if recorded.from_version:
+                    found.update(previous_version=recorded.from_version,
+                                 previous_source=f"recorded change ({recorded.source})")
             return Observation("passed", _what_changed_text(found), found)
         if self.action == "get_alias":
             version = await registry.alias_version(name, alias)
@@ -143,7 +153,10 @@ def _version_values(version: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _what_changed_text(found: Mapping[str, Any]) -> str:
-    moved = (f"alias moved to it at {found['moved_at']} by oncall-bot" if found["moved_by_bot"] else
+    by = f" by {found['moved_by']}" if found.get("moved_by") else ""
+    moved = (f"alias moved to it at {found['moved_at']}{by} (oncall-bot's change record, "
+             f"by {found['recorded_by']})" if found.get("recorded_by") else
+             f"alias moved to it at {found['moved_at']} by oncall-bot" if found["moved_by_bot"] else
              "when the alias moved is unknown: MLflow keeps no alias history and oncall-bot did not move it "
              f"(not before the version was created, {found['current_created_at']})")
     previous = (f"previous version: v{found['previous_version']} ({found['previous_source']})"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from bot.ports import PrometheusError
 from bot.runbooks.checks import OPERATORS, compare
 from bot.runbooks.kinds.base import (
     Duration,
@@ -91,7 +92,8 @@ class PrometheusStep(StepSpec):
         if not base_url:
             raise StepError("no Prometheus to ask: set PROMETHEUS_URL or the step's url")
         threshold = spec.get("threshold") or {}
-        return PromQuery(base_url=as_text(base_url, "url"), query=as_text(spec["query"], "query"),
+        return PromQuery(base_url=as_text(base_url, "url"), own_url=bool(spec.get("url")),
+                         query=as_text(spec["query"], "query"),
                          range_s=spec.get("range"), step_s=spec.get("step", 60.0), op=threshold.get("op"),
                          threshold=as_number(threshold["value"], "threshold.value") if threshold else None)
 
@@ -99,6 +101,7 @@ class PrometheusStep(StepSpec):
 @dataclass(frozen=True, slots=True)
 class PromQuery:
     base_url: str
+    own_url: bool  # the step names its Prometheus (else the configured one is asked)
     query: str
     range_s: float | None
     step_s: float
@@ -111,29 +114,20 @@ class PromQuery:
         return f"PromQL ({kind}) at {self.base_url}: {self.query}{rule}"
 
     async def execute(self, io: StepIO, budget: float) -> Observation:
-        now = io.context.clock().timestamp()
-        if self.range_s:
-            endpoint = "/api/v1/query_range"
-            params = {"query": self.query, "start": now - self.range_s, "end": now, "step": self.step_s}
-        else:
-            endpoint, params = "/api/v1/query", {"query": self.query, "time": now}
-        response = await io.fetch.request("GET", self.base_url.rstrip("/") + endpoint, params=params,
-                                          timeout=budget)
         try:
-            body = response.json()
-        except ValueError:
-            raise StepError(f"Prometheus answered {response.status_code} and not JSON: "
-                            f"{response.text[:200]}") from None
-        if body.get("status") != "success":
-            raise StepError(f"Prometheus refused the query: {body.get('errorType')}: {body.get('error')}")
-        series = _series(body["data"])
-        samples = [v for _labels, values in series for v in values]
+            series = await io.prometheus.query(
+                io.fetch, self.query, at=io.context.clock().timestamp(),
+                url=self.base_url if self.own_url else None, range_s=self.range_s,
+                step_s=self.step_s, timeout=budget)
+        except PrometheusError as exc:
+            raise StepError(str(exc)) from None
+        samples = [v for one in series for v in one.values]
         value = max(samples) if samples else None
         lines = [f"{self.query} → " + (f"{value:g} (max over {len(series)} series)" if value is not None
                                        else "no samples")]
-        for labels, values in sorted(series, key=lambda s: -max(s[1], default=-math.inf))[:_SERIES_SHOWN]:
-            shown = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            lines.append(f"  {{{shown}}} {max(values, default=math.nan):g}")
+        for one in sorted(series, key=lambda s: -max(s.values, default=-math.inf))[:_SERIES_SHOWN]:
+            shown = ", ".join(f'{k}="{v}"' for k, v in sorted(one.labels.items()))
+            lines.append(f"  {{{shown}}} {max(one.values, default=math.nan):g}")
         status = "passed"
         if self.op:
             passed = value is not None and compare(value, self.op, self.threshold)
@@ -141,15 +135,3 @@ class PromQuery:
             lines.append(f"threshold: max {self.op} {self.threshold:g} → {status}")
         return Observation(status, "\n".join(lines), {"value": value, "series": len(series)})
 
-
-def _series(data: Mapping[str, Any]) -> list[tuple[dict[str, str], list[float]]]:
-    """(labels, non-NaN sample values) of each series in an instant or range answer."""
-    kind, result = data.get("resultType"), data.get("result")
-    if kind in ("scalar", "string"):
-        result = [{"metric": {}, "value": result}]
-    found = []
-    for item in result or []:
-        raw = item.get("values") or ([item["value"]] if "value" in item else [])
-        values = [float(v) for _ts, v in raw if not math.isnan(float(v))]
-        found.append((item.get("metric", {}), values))
-    return found

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from bot.runbooks.fetch import FetchRefused
+from bot.ports import FetchRefused
 from bot.runbooks.kinds.base import Duration, Observation, Step, StepIO, StepSpec
 from bot.runbooks.templates import render_value
 

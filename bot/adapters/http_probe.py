@@ -1,11 +1,14 @@
-"""The one HTTP client of runbook runs: it fetches only from allowed hosts, never from
-link-local or cloud-metadata addresses, and never reads more than a capped answer.
+"""The HTTP probe: the one HTTP client of runbook runs. It fetches only from allowed hosts,
+never from link-local or cloud-metadata addresses, and never reads more than a capped answer.
+
+`HttpProbe` is built once in create_app, with the shared TLS trust (the usual CAs plus
+ONCALL_CA_BUNDLE) and a default timeout; each run fetches through `probe.within(policy)`.
 
 Alert labels and annotations are written by whoever reaches the alert webhook, and a
 runbook may turn them into URLs. So every fetch of a run (http steps, Prometheus
-queries, wait_until polls, MLflow registry calls) goes through `Fetcher`, which:
+queries, wait_until polls, MLflow registry calls) goes through it, and it:
 
-- allows a host only when `HostPolicy` does: the host and port of PROMETHEUS_URL,
+- allows a host only when the run's `HostPolicy` does: the host and port of PROMETHEUS_URL,
   MLFLOW_TRACKING_URI and of URLs written literally in the runbook, and hosts matching
   RUNBOOK_HTTP_ALLOWED_HOSTS (`host` for any port, `host:port`, `*.suffix`);
 - resolves the name once, refuses it if any address is link-local or cloud metadata
@@ -15,14 +18,14 @@ queries, wait_until polls, MLflow registry calls) goes through `Fetcher`, which:
 - follows redirects itself (at most `MAX_REDIRECTS`), checking every hop the same way;
 - streams the answer and stops at `MAX_BYTES`; compressed answers are refused, so the
   cap is on what is held in memory. Proxies from the environment are not used (a
-  proxy would resolve the name again).
+  proxy would resolve the name again), and no connection is kept alive (each request
+  connects to the address it checked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from bot.ports import Answer, FetchError, FetchRefused
 
 ALLOW_VARIABLE = "RUNBOOK_HTTP_ALLOWED_HOSTS"
 MAX_BYTES = 1024 * 1024
@@ -48,14 +53,6 @@ _REFUSED_NAMES = frozenset({"metadata.google.internal", "metadata", "metadata.go
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 Resolver = Callable[[str, int], Sequence[str]]
-
-
-class FetchRefused(Exception):
-    """A URL the policy does not allow; nothing was sent. The message names what to set."""
-
-
-class FetchError(Exception):
-    """An answer the fetcher will not read: too large, compressed, or too many redirects."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -163,56 +160,50 @@ class HostPolicy:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """An answer read whole, within the cap; shaped like the httpx.Response parts we use."""
+class HttpProbe:
+    """The guarded HTTP client of runbook runs, shared by every run of the process (one
+    httpx client, safe for concurrent use on one event loop). Close it with `aclose` (or
+    use it as `async with`).
 
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
-    url: str
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-class Fetcher:
-    """The guarded client of one run. Use as `async with Fetcher(...) as fetch`; the
-    httpx client inside is made here and closed on exit.
-
-    `request` raises FetchRefused (nothing sent), FetchError (answer not read), or
-    httpx's own errors (unreachable, timeouts).
+    `ssl_context`: the trust for https (create_app passes the usual CAs plus
+    ONCALL_CA_BUNDLE); `timeout`: for a request that gives none (a step gives its budget).
     """
 
-    def __init__(self, policy: HostPolicy, *, resolver: Resolver = system_resolver,
-                 ssl_context: ssl.SSLContext | None = None, max_bytes: int = MAX_BYTES,
-                 max_redirects: int = MAX_REDIRECTS) -> None:
-        self.policy = policy
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, resolver: Resolver = system_resolver,
+                 max_bytes: int = MAX_BYTES, max_redirects: int = MAX_REDIRECTS) -> None:
         self.resolver = resolver
+        self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
         self._client = httpx.AsyncClient(
             verify=ssl_context if ssl_context is not None else True, trust_env=False,
             follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0))
 
-    async def __aenter__(self) -> Fetcher:
+    async def __aenter__(self) -> HttpProbe:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None,
-                      headers: dict[str, str] | None = None,
-                      timeout: float | None = DEFAULT_TIMEOUT) -> Answer:
+    def within(self, policy: HostPolicy) -> Fetcher:
+        """The guarded client of one run: this probe, fetching only what `policy` allows."""
+        return Fetcher(self, policy)
+
+    async def request(self, method: str, url: str, *, policy: HostPolicy, params: Any = None,
+                      json: Any = None, headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Answer:
+        """Raises FetchRefused (nothing sent), FetchError (answer not read), or httpx's own
+        errors (unreachable, timeouts)."""
+        timeout = self.timeout if timeout is None else timeout
         sent_headers = {k: v for k, v in (headers or {}).items() if k.lower() != "host"}
         sent_headers["Accept-Encoding"] = "identity"
         request = self._client.build_request(method, url, params=params, json=json, headers=sent_headers)
         for _hop in range(self.max_redirects + 1):
-            addresses = await self.check(request.url)
+            addresses = await self.check(request.url, policy)
             response = await self._send(request, addresses, timeout)
             try:
                 location = response.headers.get("location")
@@ -223,7 +214,7 @@ class Fetcher:
             request = self._redirected(request, response.status_code, location)
         raise FetchError(f"{method} {url}: more than {self.max_redirects} redirects")
 
-    async def check(self, url: httpx.URL) -> list[str]:
+    async def check(self, url: httpx.URL, policy: HostPolicy) -> list[str]:
         """The addresses `url` may be fetched at; raises FetchRefused naming why not."""
         if url.scheme not in _DEFAULT_PORTS or not url.host:
             raise FetchRefused(f"{url}: only http:// and https:// URLs are fetched")
@@ -232,7 +223,7 @@ class Fetcher:
         if host in _REFUSED_NAMES or refused_address(host):
             raise FetchRefused(f"{where}: link-local and cloud-metadata addresses are never fetched "
                                f"({ALLOW_VARIABLE} cannot allow them)")
-        if not self.policy.allows(host, port):
+        if not policy.allows(host, port):
             raise FetchRefused(f"{where}: host not allowed: set {ALLOW_VARIABLE} "
                                "(see Runbooks in the README)")
         if _ip(host) is not None:
@@ -301,3 +292,17 @@ class Fetcher:
             headers.pop("authorization", None)
             headers.pop("cookie", None)
         return self._client.build_request(method, target, headers=headers, content=content)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetcher:
+    """Implements `Fetch`: one run's guarded client, `probe` within `policy`."""
+
+    probe: HttpProbe
+    policy: HostPolicy
+
+    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None,
+                      headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Answer:
+        return await self.probe.request(method, url, policy=self.policy, params=params, json=json,
+                                        headers=headers, timeout=timeout)
