@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -147,6 +147,17 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    def readiness_problem(self) -> str | None:
+        """None when the bot can serve: the database answers and its schema is one this
+        code runs on; otherwise what is wrong, for /readyz."""
+        try:
+            stamped = self.schema_revision()
+        except SQLAlchemyError as exc:
+            log.warning("readiness: the database does not answer: %s", type(exc).__name__)
+            return "database unavailable"
+        head, known = known_revisions()
+        return schema_problem(stamped, head, known)
+
     def schema_revision(self) -> str | None:
         """The revision the database is stamped with; raises SQLAlchemyError if unreachable."""
         with self.reader.connect() as connection:
@@ -192,3 +203,20 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class DatabaseUnavailable(Exception):
+    """A transient database failure (see `is_transient`): the caller answers "retry
+    later" (HTTP 503). The message names the driver's error class, never its text."""
+
+
+@contextmanager
+def unavailable_when_transient() -> Iterator[None]:
+    """Turn a transient database error into DatabaseUnavailable, so that edges can
+    answer 503 without knowing the database library; other errors pass unchanged."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        if not is_transient(exc):
+            raise
+        raise DatabaseUnavailable(type(exc).__name__) from exc

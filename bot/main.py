@@ -21,7 +21,7 @@ from bot.adapters.prometheus import PrometheusApi
 from bot.adapters.slack import SlackChat
 from bot.adapters.tls import client_ssl_context
 from bot.clock import Clock, Monotonic, utcnow
-from bot.db import Database
+from bot.db import Database, unavailable_when_transient
 from bot.domain.delivery import parse_mention
 from bot.metrics import Metrics, RecordSnapshot
 from bot.outbox import Backoff, Dispatcher, PageAlarm
@@ -31,9 +31,11 @@ from bot.routing_file import load_routing
 from bot.runbooks import RunContext, configured, load_runbooks, unmet_prerequisites
 from bot.runs import RunWorker
 from bot.settings import Settings, routing_keys
-from bot.slack_app import Services, build_slack_app
+from bot.slack_app import build_slack_app
 from bot.store import DeliveryPolicy
-from bot.timers import TimerService
+from bot.store.leader import LeaderLock
+from bot.timers import LEADER_APPLICATION_NAME, LEADER_LOCK, TimerService
+from bot.usecases import UseCases
 from bot.usecases.changes import ModelChanges
 from bot.usecases.console import Console
 from bot.web import alerts, cloudevents, events_api, health, slack_events
@@ -61,8 +63,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                             routing_keys_set=frozenset(keys))
 
     def read_record() -> RecordSnapshot:
+        """A transient database failure fails the scrape with DatabaseUnavailable (503)."""
         now = clock()
-        with db.read() as session:
+        with unavailable_when_transient(), db.read() as session:
             outbox = store.outbox_stats(session=session)
             return RecordSnapshot(
                 incidents=store.open_incident_counts(session=session),
@@ -134,21 +137,23 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
         escalation_policy_ids=settings.id_list(settings.pagerduty_escalation_policy_ids),
         schedule_ids=settings.id_list(settings.pagerduty_schedule_ids),
     ) if settings.pagerduty_api_token else None
-    timers = TimerService(db, pipeline=pipeline, routing=routing, policy=policy, oncall=oncall,
-                          reconcile_seconds=settings.timer_reconcile_seconds)
     console = Console(db=db, secret=settings.console_secret.get_secret_value()
                       if settings.console_secret else None,
                       public_url=settings.public_url, clock=clock,
                       slack=chat.client if chat is not None else None)
+    usecases = UseCases(
+        pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
+        gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall)
+        if chat is not None else None,
+        runbooks=runbooks, registry=registry, changes=changes, console=console)
+    timers = TimerService(
+        usecases, leader=LeaderLock(db, key=LEADER_LOCK, application_name=LEADER_APPLICATION_NAME),
+        jobstore_engine=db.jobstore_engine, routing=routing,
+        reconcile_seconds=settings.timer_reconcile_seconds)
     slack_app = build_slack_app(
         signing_secret=settings.slack_signing_secret.get_secret_value()
         if settings.slack_signing_secret else "",
-        client=chat.client,
-        services=Services(
-            pipeline=pipeline, db=db, routing=routing, policy=policy, oncall=oncall,
-            gatekeeper=Gatekeeper(routing.permissions, slack=chat.client, oncall=oncall),
-            runbooks=runbooks, console=console,
-            registry=registry, changes=changes),
+        client=chat.client, usecases=usecases,
     ) if chat is not None and (settings.slack_signing_secret or settings.slack_app_token) else None
 
     @asynccontextmanager
@@ -200,29 +205,30 @@ def create_app(settings: Settings, *, clock: Clock = utcnow,
                   openapi_url=None)
     app.state.db = db
     app.state.pipeline = pipeline
+    app.state.usecases = usecases
     app.state.dispatcher = dispatcher
     app.state.timers = timers
     app.state.runs = runs
     app.state.console = console
     app.state.changes = changes
     alerts.register(
-        app, pipeline=pipeline, metrics=metrics, max_body=settings.alert_max_body_bytes,
+        app, usecases=usecases, metrics=metrics, max_body=settings.alert_max_body_bytes,
         tokens=settings.alert_webhook_tokens,
     )
-    health.register(app, db=db, metrics=metrics)
-    events_api.register(app, pipeline=pipeline, metrics=metrics,
+    health.register(app, usecases=usecases, metrics=metrics)
+    events_api.register(app, usecases=usecases, metrics=metrics,
                         keys=settings.events_intake_keys)
-    cloudevents.register(app, pipeline=pipeline, metrics=metrics,
+    cloudevents.register(app, usecases=usecases, metrics=metrics,
                          tokens=settings.alert_webhook_tokens,
                          max_body=settings.alert_max_body_bytes)
     pagerduty_webhook.register(
-        app, pipeline=pipeline, policy=policy,
+        app, usecases=usecases,
         secret=settings.pagerduty_webhook_secret.get_secret_value().encode()
         if settings.pagerduty_webhook_secret else None,
     )
     console_web.register(app, console=console)
     mlflow_webhook.register(
-        app, changes=changes,
+        app, usecases=usecases,
         secret=settings.mlflow_webhook_secret.get_secret_value().encode()
         if settings.mlflow_webhook_secret else None)
     if slack_app is not None and settings.slack_signing_secret:

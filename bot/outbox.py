@@ -56,6 +56,7 @@ from bot.domain.delivery import (
 )
 from bot.domain.messages import (
     IncidentView,
+    Mrkdwn,
     RunStepView,
     RunView,
     cut,
@@ -106,7 +107,7 @@ class PageAlarm:
     """When and how an undelivered page is announced in Slack."""
 
     after: timedelta  # undelivered this long: announced
-    mention: str  # Slack mrkdwn: <!here> or <!subteam^S…>
+    mention: Mrkdwn  # <!here> or <!subteam^S…>, from parse_mention
     default_channel: str  # for a page whose incident names no channel
 
     @property

@@ -12,7 +12,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.console import ConsoleError, check_user_id, sign_in_refusal
-from bot.domain.permissions import Guarded, may, who_may
+from bot.domain.permissions import Guarded
+from bot.domain.permissions import refusal as refusal_of
 from bot.domain.routing import Permissions
 from bot.ports import OnCall, OnCallUnavailable
 
@@ -42,12 +43,12 @@ class Gatekeeper:
         self._cache = _Cache()
 
     async def refusal(self, user_id: str, action: Guarded) -> str | None:
-        """None when the user may; otherwise the ephemeral refusal naming who may."""
+        """None when the user may; otherwise the ephemeral refusal naming who may
+        (the decision is domain.permissions'; this gathers its facts)."""
         groups = await self._groups_of(user_id)
         on_call = self.permissions.on_call and await self._is_on_call(user_id)
-        if may(user_id, permissions=self.permissions, groups_of_user=groups, on_call=on_call):
-            return None
-        return who_may(action, self.permissions)
+        return refusal_of(user_id, action, permissions=self.permissions, groups_of_user=groups,
+                          on_call=on_call)
 
     async def _groups_of(self, user_id: str) -> set[str]:
         found = set()

@@ -1,5 +1,15 @@
 """The orchestrator: moves alerts through the pure core into the store and wakes delivery.
 
+The path of an alert, each step in one module:
+1. parsed: web/alerts.py checks the token and size, bot/intake/ turns the payload into
+   `Alert`s (or a 422 naming each bad field); `UseCases.ingest` hands them here;
+2. decided and persisted: `_commit` runs `store.apply_alerts` in one transaction:
+   store/intake.py loads the facts, domain/intake.py plans (group, join, reopen,
+   resolve, promote, silence; timeline entries and the deliveries owed), and
+   store/intake.py writes the plan, outbox rows included;
+3. sent: new pages are handed to the outbox's dispatcher (`Courier.take`), the rest
+   wake it (`Courier.wake`); bot/outbox.py sends them through bot/adapters/.
+
 Webhook requests that arrive while a commit is in progress are committed together
 in the next transaction (group commit): one fsync on SQLite, one round of row
 locks on PostgreSQL, however many requests are waiting. Each request still gets

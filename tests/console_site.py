@@ -16,9 +16,9 @@ import httpx
 import uvicorn
 from sqlalchemy import text
 
-from bot.incident_actions import Actor, acknowledge, locked
 from bot.main import create_app
 from bot.settings import load_settings
+from bot.usecases.actions import Actor, acknowledge, locked
 from tests.harness import free_port, wait_for
 
 CONSOLE_SECRET = "console-secret-for-tests-0123456789abcdef"

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.durations import format_duration
-from bot.domain.messages import mrkdwn
+from bot.domain.messages import Mrkdwn, md, md_join
 
 # How often a page that stays undelivered is announced again.
 PAGE_ALERT_REPEAT = timedelta(minutes=15)
@@ -94,13 +94,13 @@ def may_go(pending: Sequence[Queued], *, posted: Iterable[int] = ()) -> list[Que
 _USERGROUP = re.compile(r"S[A-Z0-9]{2,20}")
 
 
-def parse_mention(value: str) -> str:
+def parse_mention(value: str) -> Mrkdwn:
     """`here`, or a Slack user-group ID (S0123…), as Slack mrkdwn; raises ValueError."""
     cleaned = value.strip()
     if cleaned.lower() == "here":
-        return "<!here>"
+        return Mrkdwn("<!here>")
     if _USERGROUP.fullmatch(cleaned):
-        return f"<!subteam^{cleaned}>"
+        return Mrkdwn(f"<!subteam^{cleaned}>")
     raise ValueError(f"{value!r} is neither `here` nor a Slack user-group ID like S0123ABC")
 
 
@@ -131,21 +131,21 @@ def loud_channels(pages: Sequence[PendingPage], now: datetime, *, after: timedel
             if any(p.alerted_at is None or now - p.alerted_at >= repeat for p in listed)}
 
 
-def loud_message(pages: Sequence[PendingPage], now: datetime, *, mention: str) -> str:
-    """The "PAGE NOT DELIVERED" text; `mention` is already Slack mrkdwn (parse_mention)."""
+def loud_message(pages: Sequence[PendingPage], now: datetime, *, mention: Mrkdwn) -> Mrkdwn:
+    """The "PAGE NOT DELIVERED" text; `mention` is from `parse_mention`."""
     oldest = format_duration(now - min(p.created_at for p in pages))
     by_incident: dict[int | None, PendingPage] = {}
     for page in sorted(pages, key=lambda p: p.created_at):
         by_incident.setdefault(page.incident_id, page)
-    named = [f"• #{p.incident_id} {mrkdwn(p.title)}" if p.incident_id is not None
-             else f"• {mrkdwn(p.title)}" for p in list(by_incident.values())[:_LOUD_NAMED]]
+    named = [md("• #{} {}", p.incident_id, p.title) if p.incident_id is not None
+             else md("• {}", p.title) for p in list(by_incident.values())[:_LOUD_NAMED]]
     more = len(by_incident) - len(named)
-    lines = [f":rotating_light: *PAGE NOT DELIVERED* {mention}: PagerDuty has not taken "
-             f"{len(pages)} page{'s' if len(pages) != 1 else ''} for {oldest}. "
-             "Nobody has been woken: page the on-call by hand.", *named]
+    lines = [md(":rotating_light: *PAGE NOT DELIVERED* {}: PagerDuty has not taken {} page{} "
+                "for {}. Nobody has been woken: page the on-call by hand.", mention, len(pages),
+                "s" if len(pages) != 1 else "", oldest), *named]
     if more:
-        lines.append(f"…and {more} more incident{'s' if more != 1 else ''}")
-    return "\n".join(lines)
+        lines.append(md("…and {} more incident{}", more, "s" if more != 1 else ""))
+    return md_join(lines)
 
 
 def given_up(target: str, action: str, budget: timedelta, error: str | None) -> str:
@@ -154,9 +154,9 @@ def given_up(target: str, action: str, budget: timedelta, error: str | None) -> 
             f"{error or 'no answer'}")
 
 
-def failure_notice(detail: str) -> str:
+def failure_notice(detail: str) -> Mrkdwn:
     """The thread reply for a delivery that failed for good (`detail` as on the timeline)."""
-    return f":warning: Not delivered: {mrkdwn(detail)}"
+    return md(":warning: Not delivered: {}", detail)
 
 
 # --- effectively-once Slack messages ---------------------------------------

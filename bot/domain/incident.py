@@ -56,6 +56,14 @@ def transition(state: IncidentState, action: Action) -> IncidentState | None:
     return _TRANSITIONS[key]
 
 
+def promote(tier: str) -> Tier:
+    """L0 → L1: the bot could not make the incident go away, so a human is paged.
+    Raises TransitionError for any other tier (only the bot's own tier is promoted)."""
+    if tier != Tier.L0.value:
+        raise TransitionError(f"cannot promote an incident of tier {tier}")
+    return Tier.L1
+
+
 def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
     """Alerts with equal values of the group_by labels belong to one open incident."""
     return ",".join(f"{name}={labels.get(name, '')}" for name in group_by)

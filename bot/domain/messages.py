@@ -19,16 +19,14 @@ import json
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-
-from bot.domain.durations import format_duration
 
 # Slack's limits, in characters (docs.slack.dev Block Kit reference). Context
 # elements take the field limit, more conservative than the 3,000 of a text object.
@@ -188,7 +186,8 @@ def _environment() -> Environment:
                                undefined=StrictUndefined, autoescape=False, auto_reload=False))
 
 
-def _render(template: str, **values: Any) -> list[dict[str, Any]]:
+def render_blocks(template: str, **values: Any) -> list[dict[str, Any]]:
+    """Block Kit blocks from a JSON template under bot/templates/ (helpers: `install`)."""
     return json.loads(_environment().get_template(template).render(**values))
 
 
@@ -244,7 +243,7 @@ class IncidentView:
 def incident_message(view: IncidentView) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     """Fallback text (notifications, screen readers) and blocks for an incident."""
     text = md("[{}] {} #{}: {:.1000}", view.state.upper(), view.tier, view.id, view.title)
-    return cut(text, MESSAGE_TEXT), _render("slack/incident.json.j2", i=view)
+    return cut(text, MESSAGE_TEXT), render_blocks("slack/incident.json.j2", i=view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +267,7 @@ class RunView:
 
 def run_message(view: RunView) -> tuple[Mrkdwn, list[dict[str, Any]]]:
     text = md("{} {:.200}: {}", view.title, view.runbook, view.status)
-    return cut(text, MESSAGE_TEXT), _render("slack/run.json.j2", r=view)
+    return cut(text, MESSAGE_TEXT), render_blocks("slack/run.json.j2", r=view)
 
 
 # Thread replies: the bot's own words; every {field} is escaped when filled (`thread_reply`),
@@ -292,105 +291,3 @@ REPLIES = {
 def thread_reply(kind: str, **values: object) -> Mrkdwn:
     """The thread reply `kind` of REPLIES, filled with `values` and cut to Slack's limit."""
     return cut(md(REPLIES[kind], **values), MESSAGE_TEXT)
-
-
-class IncidentRow(Protocol):
-    """What the texts below read of an incident (the `Incident` row has it)."""
-
-    id: int | None
-    title: str
-    tier: str
-    state: str
-    model: str | None
-    route: str
-    triggered_at: datetime
-
-
-class TimelineRow(Protocol):
-    at: datetime
-    actor: str
-    kind: str
-    detail: str
-
-
-class SilenceRow(Protocol):
-    id: int | None
-    matchers: list[str]
-    ends_at: datetime
-    created_by: str
-    comment: str
-
-
-class Shift(Protocol):
-    name: str
-    level: int
-    until: str | None
-    schedule: str | None
-
-
-def _age(now: datetime, then: datetime) -> str:
-    return format_duration(now - then) + " ago"
-
-
-def incident_list_text(incidents: Sequence[IncidentRow], now: datetime) -> Mrkdwn:
-    """`/oncall list`: one line per incident."""
-    return md_join(md("• *#{}* {} {} · {:.100} · {:.150} · opened {}", i.id, i.tier, i.state,
-                      i.model or "—", i.title, _age(now, i.triggered_at)) for i in incidents)
-
-
-def incident_detail_text(incident: IncidentRow, entries: Sequence[TimelineRow],
-                         now: datetime) -> Mrkdwn:
-    """`/oncall show ID`: the incident and the last 30 entries of its timeline."""
-    header = md("*#{} {:.300}*\n{} · {} · model {:.100} · route {} · opened {}", incident.id,
-                incident.title, incident.tier, incident.state, incident.model or "—",
-                incident.route, _age(now, incident.triggered_at))
-    lines = [md("• {:%Y-%m-%d %H:%M:%S} {} by {}: {:.300}", e.at, e.kind, actor_mrkdwn(e.actor),
-                e.detail) for e in entries[-30:]]
-    return md("{}\n*Timeline*\n{}", header, md_join(lines))
-
-
-def silence_list_text(silences: Sequence[SilenceRow], now: datetime) -> Mrkdwn:
-    """`/oncall silences`: one line per silence."""
-    return md_join(md("• *#{}* {:.300} · ends in {} · by {}{}", s.id, " ".join(s.matchers),
-                      format_duration(s.ends_at - now), actor_mrkdwn(s.created_by),
-                      md(" · {:.200}", s.comment) if s.comment else "") for s in silences)
-
-
-def silence_created_text(silence: SilenceRow) -> Mrkdwn:
-    return md("Silence #{} until {:%Y-%m-%d %H:%M} UTC: {:.1000}", silence.id, silence.ends_at,
-              " ".join(silence.matchers))
-
-
-def silence_ended_text(silence: SilenceRow) -> Mrkdwn:
-    """The channel post when a silence runs out."""
-    return md("Silence #{} has ended: {:.1000} (set by {}{}). Alerts page again.", silence.id,
-              " ".join(silence.matchers), silence.created_by,
-              md(": {:.500}", silence.comment) if silence.comment else "")
-
-
-def on_call_text(shifts: Sequence[Shift]) -> Mrkdwn:
-    """`/oncall who`: who is on call now, by level."""
-    lines = [md("• Level {}: *{:.200}*{}{}", s.level, s.name,
-                md(" ({:.200})", s.schedule) if s.schedule else "",
-                md(" until {}", s.until) if s.until else " (always on call)") for s in shifts]
-    return md("*On call now:*\n{}", md_join(lines))
-
-
-def handoff_digest_text(now: datetime, during: Sequence[IncidentRow],
-                        still_open: Sequence[IncidentRow],
-                        on_call: Sequence[Shift] | str | None) -> Mrkdwn:
-    """The shift handoff post: the last 24 hours, what is still open, and who is on call
-    (`on_call` is the shifts, why they are unknown, or None when PagerDuty is not asked)."""
-    lines = [md("*Shift handoff* — {:%Y-%m-%d %H:%M} UTC", now),
-             md("*{} incident(s) in the last 24h*", len(during))]
-    lines += [md("• #{} {} {} · {:.100} · {:.150}", i.id, i.tier, i.state, i.model or "—",
-                 i.title) for i in during]
-    lines.append(md("*Still open: {}*", len(still_open)))
-    lines += [md("• #{} {} {} · {:.150}", i.id, i.tier, i.state, i.title) for i in still_open]
-    if isinstance(on_call, str):
-        lines.append(md("*On call now:* unknown ({:.300})", on_call))
-    elif on_call is not None:
-        lines.append(md("*On call now:* {}", md_join(
-            (md("{:.100} (level {})", s.name, s.level) for s in on_call), ", ")
-            if on_call else "nobody, according to PagerDuty"))
-    return md_join(lines)

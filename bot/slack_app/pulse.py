@@ -21,9 +21,8 @@ from bot.domain.pulse import (
     PulseRefused,
     comment_saved_view,
 )
-from bot.slack_app import Services
 from bot.slack_app.commands import answer_text
-from bot.usecases import pulse
+from bot.usecases import UseCases, pulse
 
 
 def _action_value(body: dict[str, Any]) -> object:
@@ -31,7 +30,7 @@ def _action_value(body: dict[str, Any]) -> object:
     return actions[0].get("value") if isinstance(actions[0], dict) else None
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp, services: UseCases) -> None:
     @app.action(re.compile(SCORE_ACTIONS))
     async def score(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()

@@ -13,13 +13,15 @@ from sqlmodel import Session, select
 
 from bot.domain.incident import (
     PAGE_SKIPPED,
+    Action,
     DeliveryPolicy,
     IncidentFacts,
     IncidentState,
     deliveries_owed,
+    transition,
 )
+from bot.domain.incident import promote as promoted
 from bot.domain.messages import thread_reply
-from bot.domain.routing import Tier
 from bot.models import Delivery, Incident, RunbookRun, TimelineEntry
 
 OPEN_STATES = (IncidentState.TRIGGERED.value, IncidentState.ACKNOWLEDGED.value)
@@ -94,7 +96,11 @@ def resolve(
     incident: Incident, *, session: Session, policy: DeliveryPolicy, now: datetime, actor: str,
     detail: str, reply: str | None = None, from_pager: bool = False,
 ) -> None:
-    incident.state = IncidentState.RESOLVED.value
+    """Resolve an open incident; ValueError if it is resolved already (callers check)."""
+    state = transition(IncidentState(incident.state), Action.RESOLVE)
+    if state is None:
+        raise ValueError(f"incident #{incident.id} is already resolved")
+    incident.state = state.value
     incident.open_group_hash = None
     incident.resolved_at = now
     incident.resolved_by = actor
@@ -111,7 +117,7 @@ def resolve(
 def promote(incident: Incident, reason: str, *, session: Session, policy: DeliveryPolicy,
             now: datetime) -> None:
     """L0 → L1: the bot could not make it go away; page a human, and say why."""
-    incident.tier = Tier.L1.value
+    incident.tier = promoted(incident.tier).value
     add_timeline(incident, "promoted", f"L0 → L1: {reason}", session=session, actor="bot",
                  now=now)
     owe(incident, "promoted", session=session, policy=policy, now=now,

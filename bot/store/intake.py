@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
-from bot.domain import intake
+from bot.domain import intake, intake_facts
 from bot.domain.alert import Alert
 from bot.domain.incident import CHANGEABLE, DeliveryPolicy, IncidentFacts, IncidentState
 from bot.domain.matchers import Matcher
@@ -90,10 +90,10 @@ _WRITE_BACK = (
 )
 
 
-def active_silences(*, session: Session, now: datetime) -> list[intake.SilenceFacts]:
+def active_silences(*, session: Session, now: datetime) -> list[intake_facts.SilenceFacts]:
     """Silences in force at `now` (intake and `routes test` read them)."""
     rows = session.exec(_ACTIVE_SILENCES, params={"now": now}).all()  # type: ignore[call-overload]
-    return [intake.SilenceFacts(id_, tuple(Matcher.parse(m) for m in matchers), starts, ends)
+    return [intake_facts.SilenceFacts(id_, tuple(Matcher.parse(m) for m in matchers), starts, ends)
             for id_, matchers, starts, ends in rows]
 
 
@@ -130,8 +130,8 @@ def apply_alerts(
         return _persist(plan, session=session, now=now, rows=rows, hand_over=hand_over)
 
 
-def _load(routed: Sequence[Sequence[intake.Routed]], *, session: Session,
-          routing: RoutingConfig, now: datetime, rows: dict[int, Incident]) -> intake.Facts:
+def _load(routed: Sequence[Sequence[intake_facts.Routed]], *, session: Session,
+          routing: RoutingConfig, now: datetime, rows: dict[int, Incident]) -> intake_facts.Facts:
     """Read what the plan needs, a statement per kind (chunked)."""
     silences = active_silences(session=session, now=now)
     open_: dict[str, IncidentFacts] = {}
@@ -148,7 +148,7 @@ def _load(routed: Sequence[Sequence[intake.Routed]], *, session: Session,
                 "hashes": list(chunk), "since": since}).all():
             rows[row.id] = row
             reopenable[row.group_hash] = facts_of(row)  # the newest wins
-    occurrences: dict[int, dict[str, intake.OccurrenceFacts]] = {i.id: {} for i in open_.values()}
+    occurrences: dict[int, dict[str, intake_facts.OccurrenceFacts]] = {i.id: {} for i in open_.values()}
     pairs, resolving = set(), set()
     for batch in routed:
         for item in batch:
@@ -168,7 +168,7 @@ def _load(routed: Sequence[Sequence[intake.Routed]], *, session: Session,
             _OCCURRENCES_OF_FINGERPRINTS, params={
                 "ids": sorted({i for i, _ in chunk}),
                 "fingerprints": sorted({f for _, f in chunk})}).all())
-    facts = intake.Facts(open=open_, reopenable=reopenable, occurrences=occurrences,
+    facts = intake_facts.Facts(open=open_, reopenable=reopenable, occurrences=occurrences,
                          silences=silences)
     refires: dict[int, list[datetime]] = {}
     flapping_since = intake.flapping_since(routing, now)
@@ -185,10 +185,10 @@ def _load(routed: Sequence[Sequence[intake.Routed]], *, session: Session,
     return replace(facts, refires=refires, side_pages=side_pages)
 
 
-def _add_occurrences(occurrences: dict[int, dict[str, intake.OccurrenceFacts]],
+def _add_occurrences(occurrences: dict[int, dict[str, intake_facts.OccurrenceFacts]],
                      loaded: Any) -> None:
     for oid, incident_id, fingerprint, status, starts_at, ends_at in loaded:
-        occurrences.setdefault(incident_id, {})[fingerprint] = intake.OccurrenceFacts(
+        occurrences.setdefault(incident_id, {})[fingerprint] = intake_facts.OccurrenceFacts(
             oid, status, starts_at, ends_at)
 
 
@@ -210,7 +210,7 @@ def _insert(new: Mapping[str, IncidentFacts], *, session: Session, now: datetime
     return {ghash: replace(new[ghash], id=row.id) for ghash, row in inserted.items()}
 
 
-def _persist(plan: intake.Plan, *, session: Session, now: datetime, rows: Mapping[int, Incident],
+def _persist(plan: intake_facts.Plan, *, session: Session, now: datetime, rows: Mapping[int, Incident],
              hand_over: timedelta | None) -> list[IngestResult]:
     """Write the plan back: a statement per kind of row."""
     for incident_id, facts in plan.incidents.items():

@@ -17,12 +17,12 @@ from sqlmodel import Session
 
 from bot.domain.alert import alert_fingerprint
 from bot.domain.messages import md
-from bot.incident_actions import ActionRefused, Actor, Done, acknowledge, locked
 from bot.intake.pagerduty_events import Event, to_alert
 from bot.models import Incident
 from bot.pipeline import Pipeline
 from bot.store import DeliveryPolicy
 from bot.store.alerts import open_alert
+from bot.usecases.actions import ActionRefused, Actor, Done, acknowledge, locked
 
 
 @dataclass(frozen=True, slots=True)

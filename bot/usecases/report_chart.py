@@ -33,7 +33,8 @@ async def share_report_chart(pipeline: Pipeline, *, period: str, channel_id: str
             since, until = report_window(period, now)
         except ValueError:
             return False
-        scorecard = scorecard_for(session=session, since=since, until=until, now=now)
+        scorecard = scorecard_for(session=session, since=since, until=until, now=now,
+                                  routing=pipeline.routing)
         chart = chart_upload(scorecard, comment=md(
             "Scorecard chart, {:%b %d %H:%M} – {:%b %d %H:%M} UTC, for {}", since, until,
             mention(user_id)))

@@ -19,14 +19,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.db import is_transient
 from bot.intake import PARSERS, PayloadError
 from bot.metrics import Metrics
-from bot.pipeline import Pipeline
+from bot.usecases import DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, check_token, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
@@ -36,10 +34,10 @@ PREFIX = "/webhooks/"
 class AlertWebhooks:
     """Serves POST /webhooks/<source> for the sources in PARSERS; passes the rest on."""
 
-    def __init__(self, app: ASGIApp, *, pipeline: Pipeline, metrics: Metrics,
+    def __init__(self, app: ASGIApp, *, usecases: UseCases, metrics: Metrics,
                  tokens: Sequence[bytes], max_body: int) -> None:
         self.app = app
-        self.pipeline = pipeline
+        self.usecases = usecases
         self.metrics = metrics
         self.tokens = tokens
         self.max_body = max_body
@@ -73,12 +71,9 @@ class AlertWebhooks:
             log_webhook(source, exc.status, reason=str(exc))
             return error_response(exc.status, str(exc), **exc.extra)
         try:
-            result = await self.pipeline.ingest(alerts)
-        except SQLAlchemyError as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("database unavailable while ingesting %s alerts: %s", source,
-                        type(exc).__name__)
+            result = await self.usecases.ingest(alerts)
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable while ingesting %s alerts: %s", source, exc)
             self.metrics.rejected.labels(source, "unavailable").inc()
             log_webhook(source, 503, reason="the incident database is unavailable")
             return error_response(503, "the incident database is unavailable; retry later",
@@ -104,8 +99,8 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, tokens: Sequence[bytes],
+def register(app: FastAPI, *, usecases: UseCases, metrics: Metrics, tokens: Sequence[bytes],
              max_body: int) -> None:
     """`tokens`: ALERT_WEBHOOK_TOKEN's tokens, every one accepted; none: intake is open."""
-    app.add_middleware(AlertWebhooks, pipeline=pipeline, metrics=metrics, tokens=tokens,
+    app.add_middleware(AlertWebhooks, usecases=usecases, metrics=metrics, tokens=tokens,
                        max_body=max_body)

@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bot.db import is_transient
 from bot.intake import PayloadError
 from bot.intake.cloudevents import Unsupported, drift_results, parse
 from bot.metrics import Metrics
-from bot.pipeline import Pipeline
-from bot.usecases.drift import record_batch
+from bot.usecases import DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, check_token, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
@@ -30,7 +28,7 @@ SOURCE = "cloudevents"
 PATH = "/webhooks/cloudevents"
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, tokens: Sequence[bytes],
+def register(app: FastAPI, *, usecases: UseCases, metrics: Metrics, tokens: Sequence[bytes],
              max_body: int) -> None:
     """`tokens`: ALERT_WEBHOOK_TOKEN's, every one accepted; none: intake is open."""
 
@@ -52,10 +50,8 @@ def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics, tokens: Sequ
             log_webhook(SOURCE, exc.status, reason=str(exc))
             return error_response(exc.status, str(exc), **exc.extra)
         try:
-            result = await record_batch(pipeline, results)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+            result = await usecases.record_drift(results)
+        except DatabaseUnavailable as exc:
             log.warning("database unavailable while recording drift: %s", type(exc).__name__)
             metrics.rejected.labels(SOURCE, "unavailable").inc()
             log_webhook(SOURCE, 503, reason="the incident database is unavailable")

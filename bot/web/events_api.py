@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bot.db import is_transient
 from bot.intake import PayloadError
 from bot.intake.pagerduty_events import parse
 from bot.metrics import Metrics
-from bot.pipeline import Pipeline
-from bot.usecases.events_intake import integration, receive
+from bot.usecases import DatabaseUnavailable, UseCases
+from bot.usecases.events_intake import integration
 from bot.web.http import Rejected, decode_json, log_webhook, read_body
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ def key_number(document: object, keys: Sequence[bytes]) -> int:
     return results.index(True) + 1
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics,
+def register(app: FastAPI, *, usecases: UseCases, metrics: Metrics,
              keys: Sequence[bytes]) -> None:
     """`keys`: EVENTS_INTAKE_ROUTING_KEYS, every one accepted; none: every event refused."""
 
@@ -76,11 +75,9 @@ def register(app: FastAPI, *, pipeline: Pipeline, metrics: Metrics,
         # PagerDuty makes the key of a trigger that has none, and returns it.
         dedup_key = event.dedup_key or uuid.uuid4().hex
         try:
-            outcome = await receive(pipeline, event, dedup_key,
-                                    actor=integration(number, event.client))
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+            outcome = await usecases.take_event(event, dedup_key,
+                                                actor=integration(number, event.client))
+        except DatabaseUnavailable as exc:
             log.warning("database unavailable while taking an Events API event: %s",
                         type(exc).__name__)
             metrics.rejected.labels(SOURCE, "unavailable").inc()

@@ -20,11 +20,9 @@ from datetime import datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot.db import is_transient
 from bot.domain.changes import EventError, parse_event
-from bot.usecases.changes import ModelChanges
+from bot.usecases import DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,7 @@ def _fresh(timestamp: str, now: datetime) -> bool:
     return abs(now.timestamp() - sent) <= TOLERANCE_SECONDS
 
 
-def register(app: FastAPI, *, changes: ModelChanges, secret: bytes | None) -> None:
+def register(app: FastAPI, *, usecases: UseCases, secret: bytes | None) -> None:
     @app.post("/webhooks/mlflow")
     async def mlflow_webhook(request: Request) -> JSONResponse:
         try:
@@ -65,7 +63,7 @@ def register(app: FastAPI, *, changes: ModelChanges, secret: bytes | None) -> No
             if not (delivery_id and timestamp and header) or not signature_valid(
                     secret, delivery_id, timestamp, body, header):
                 raise Rejected(401, "signature", "missing or wrong X-MLflow-Signature")
-            if not _fresh(timestamp, changes.clock()):
+            if not _fresh(timestamp, usecases.now()):
                 raise Rejected(401, "signature", "X-MLflow-Timestamp is more than five minutes "
                                "from the bot's clock: a stale or replayed delivery")
             if len(delivery_id) > _DELIVERY_ID_LENGTH:
@@ -81,10 +79,8 @@ def register(app: FastAPI, *, changes: ModelChanges, secret: bytes | None) -> No
             log_webhook("mlflow", 200, reason="event not acted on")
             return JSONResponse({"result": "event not acted on"})
         try:
-            outcome = await changes.delivered(event, receipt=f"mlflow:{delivery_id}")
-        except SQLAlchemyError as exc:
-            if not is_transient(exc):
-                raise
+            outcome = await usecases.registry_event(event, receipt=f"mlflow:{delivery_id}")
+        except DatabaseUnavailable:
             log_webhook("mlflow", 503, reason="the incident database is unavailable")
             return error_response(503, "the incident database is unavailable; retry later",
                                   headers={"Retry-After": "5"})

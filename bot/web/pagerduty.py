@@ -21,21 +21,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, func, select
 
-from bot.db import is_transient
 from bot.domain.messages import md
-from bot.incident_actions import ActionRefused, Actor, acknowledge, locked_by_key, resolve
-from bot.models import Incident, TimelineEntry, WebhookReceipt
-from bot.pipeline import Pipeline
-from bot.store import DeliveryPolicy
+from bot.domain.permissions import Act
+from bot.usecases import Actor, DatabaseUnavailable, UseCases
 from bot.web.http import Rejected, decode_json, error_response, log_webhook, read_body
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024  # PagerDuty drops webhooks over 256 KB itself
-_ACTIONS = {"incident.acknowledged": "acknowledge", "incident.resolved": "resolve"}
+_ACTIONS = {"incident.acknowledged": Act.ACKNOWLEDGE, "incident.resolved": Act.RESOLVE}
 
 
 def signature_valid(secret: bytes, body: bytes, header: str) -> bool:
@@ -83,13 +78,6 @@ def _receipt(event_id: str) -> str:
 _RECEIPT_LENGTH = 200  # WebhookReceipt.id
 
 
-def _reopened_at(incident: Incident, *, session: Session) -> datetime | None:
-    if not incident.reopen_count:
-        return None
-    return session.exec(select(func.max(TimelineEntry.at)).where(
-        TimelineEntry.incident_id == incident.id, TimelineEntry.kind == "reopened")).one()
-
-
 def _actor(event: dict[str, Any]) -> Actor:
     """Who acted in PagerDuty. The agent's name is anyone's to choose, so it is shown
     as escaped text (never a mention), without control characters, at most 100 long."""
@@ -99,8 +87,7 @@ def _actor(event: dict[str, Any]) -> Actor:
     return Actor(id=f"pagerduty:{name}", mention=md("{} (in PagerDuty)", name), via="pagerduty")
 
 
-def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
-             secret: bytes | None) -> None:
+def register(app: FastAPI, *, usecases: UseCases, secret: bytes | None) -> None:
     @app.post("/webhooks/pagerduty", status_code=202)
     async def pagerduty_webhook(request: Request) -> JSONResponse:
         try:
@@ -123,40 +110,14 @@ def register(app: FastAPI, *, pipeline: Pipeline, policy: DeliveryPolicy,
         except Rejected as exc:
             log_webhook("pagerduty", exc.status, reason=str(exc))
             return error_response(exc.status, str(exc), **exc.extra)
-        receipt = _receipt(event["id"])
-        changed: list[int] = []
-
-        def apply(session: Session, now: datetime) -> str:
-            if session.get(WebhookReceipt, receipt) is not None:
-                return "duplicate delivery: already applied"
-            session.add(WebhookReceipt(id=receipt, received_at=now))
-            session.flush()
-            incident = locked_by_key(key, session=session)
-            if incident is None:
-                return "unknown incident: ignored"
-            reopened = _reopened_at(incident, session=session)
-            if reopened is not None and occurred < reopened:
-                return (f"ignored: it happened before incident #{incident.id} reopened "
-                        f"({reopened:%Y-%m-%d %H:%M:%S} UTC)")
-            perform = acknowledge if action == "acknowledge" else resolve
-            changed[:] = [incident.id]
-            try:
-                return perform(incident, session=session, policy=policy, now=now,
-                               actor=_actor(event)).message
-            except ActionRefused as exc:
-                changed.clear()
-                return f"nothing to do: {exc}"
-
         try:
-            outcome = await pipeline.transact(apply)
-        except IntegrityError:  # the same delivery, applied by a concurrent request
-            outcome = "duplicate delivery: already applied"
-        except SQLAlchemyError as exc:
-            if not is_transient(exc):
-                raise
+            outcome, changed = await usecases.apply_pagerduty_event(
+                receipt=_receipt(event["id"]), incident_key=key, act=action, occurred=occurred,
+                actor=_actor(event))
+        except DatabaseUnavailable:
             log_webhook("pagerduty", 503, reason="the incident database is unavailable")
             return error_response(503, "the incident database is unavailable; retry later",
-                          headers={"Retry-After": "5"})
+                                  headers={"Retry-After": "5"})
         # Our own outcome, up to its first colon (the rest may quote people's names).
         log_webhook("pagerduty", 202, changed=changed,
                     reason=None if changed else outcome.split(":")[0])

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from bot.clock import utcnow
-from bot.incident_actions import Actor, acknowledge, locked
 from bot.intake import PARSERS
 from bot.main import create_app
 from bot.models import Incident, Silence
 from bot.settings import load_settings
 from bot.store import DeliveryPolicy
+from bot.usecases.actions import Actor, acknowledge, locked
 from tests.conftest import WEBHOOK_TOKEN
 from tests.harness import BotProcess, example, wait_for
 

@@ -12,6 +12,7 @@ from bot.domain.delivery import (
     PendingPage,
     Queued,
     expired,
+    failure_notice,
     given_up,
     loud_channels,
     loud_message,
@@ -92,14 +93,22 @@ def test_loud_channels_name_every_overdue_page_of_a_channel_once_one_is_due():
 
 def test_loud_message_mentions_escapes_and_bounds_what_it_names():
     pages = [page(1, age=timedelta(minutes=7), title="<!channel> & <https://evil|x>")]
-    text = loud_message(pages, T0, mention="<!here>")
+    text = loud_message(pages, T0, mention=parse_mention("here"))
     assert text.startswith(":rotating_light: *PAGE NOT DELIVERED* <!here>")
     assert "for 7m" in text
     assert "#1 &lt;!channel&gt; &amp; &lt;https://evil|x&gt;" in text
     assert "<!channel>" not in text and "<https://evil" not in text
     many = [page(i, age=timedelta(minutes=6)) for i in range(1, 14)]
-    text = loud_message(many, T0, mention="<!subteam^S0123>")
+    text = loud_message(many, T0, mention=parse_mention("S0123"))
     assert "13 pages" in text and "…and 3 more incidents" in text and "#11 " not in text
+    # A mention that is not Mrkdwn (not from parse_mention) is shown, never pinged.
+    assert "&lt;!here&gt;" in loud_message(pages, T0, mention="<!here>")  # type: ignore[arg-type]
+
+
+def test_a_failure_notice_escapes_the_error_it_quotes():
+    notice = failure_notice("slack said <!channel> & <https://evil|x>")
+    assert notice == (":warning: Not delivered: slack said &lt;!channel&gt; &amp; "
+                      "&lt;https://evil|x&gt;")
 
 
 @pytest.mark.parametrize(("value", "rendered"), [

@@ -14,10 +14,12 @@ from bot.domain.incident import (
     group_hash,
     group_key,
     owed_for_change,
+    promote,
     transition,
 )
 from bot.domain.pages import SUMMARY_LIMIT, pagerduty_severity, trigger_payload
 from bot.domain.ratelimit import TokenBucket, backoff
+from bot.domain.routing import Tier
 
 T, A, R = IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED, IncidentState.RESOLVED
 
@@ -42,6 +44,13 @@ def test_transitions(state, action, expected):
 def test_impossible_transitions_say_why(state, action):
     with pytest.raises(TransitionError, match=state.value):
         transition(state, action)
+
+
+def test_only_an_l0_is_promoted_and_to_l1():
+    assert promote("L0") is Tier.L1
+    for tier in ("L1", "record"):
+        with pytest.raises(TransitionError, match=tier):
+            promote(tier)
 
 
 def test_group_key_uses_only_the_group_by_labels_in_order():

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.domain import intake
+from bot.domain import intake, intake_facts
 from bot.domain.alert import Alert, AlertStatus
 from bot.domain.incident import DeliveryPolicy, IncidentFacts, IncidentState, group_hash, group_key
 from bot.domain.matchers import Matcher
@@ -49,10 +49,10 @@ def incident(id_=1, *, labels=LABELS, state=IncidentState.TRIGGERED, tier="L1", 
 
 
 def occurrence(id_=10, status="firing"):
-    return intake.OccurrenceFacts(id_, status, None, None)
+    return intake_facts.OccurrenceFacts(id_, status, None, None)
 
 
-NOTHING = intake.Facts()
+NOTHING = intake_facts.Facts()
 
 
 def plan(batches, facts=NOTHING, now=NOW, choose=lambda name, labels: name):
@@ -83,7 +83,7 @@ def resolved_incident(resolved_at, **fields):
     (NOW - timedelta(minutes=5), True),
 ])
 def test_reopen_window_edges(resolved_at, reopens):
-    facts = intake.Facts(reopenable={ghash(): resolved_incident(resolved_at)},
+    facts = intake_facts.Facts(reopenable={ghash(): resolved_incident(resolved_at)},
                          occurrences={1: {"f1": occurrence(status="resolved")}})
     result = plan([[alert()]], facts)
     if reopens:
@@ -109,7 +109,7 @@ def test_reopen_window_edges(resolved_at, reopens):
 ])
 def test_flapping_promotes_an_l0_at_the_count_within_the_window(earlier, promoted):
     open_ = incident(labels=WARNING, tier="L0")
-    facts = intake.Facts(open={ghash(WARNING): open_},
+    facts = intake_facts.Facts(open={ghash(WARNING): open_},
                          occurrences={1: {"f1": occurrence(status="resolved")}},
                          refires={1: earlier})
     result = plan([[alert(**WARNING)]], facts)
@@ -120,7 +120,7 @@ def test_flapping_promotes_an_l0_at_the_count_within_the_window(earlier, promote
 
 def test_refires_within_one_plan_count_towards_flapping():
     open_ = incident(labels=WARNING, tier="L0")
-    facts = intake.Facts(open={ghash(WARNING): open_},
+    facts = intake_facts.Facts(open={ghash(WARNING): open_},
                          occurrences={1: {"f1": occurrence(status="resolved")}})
     resolved = alert(status=AlertStatus.RESOLVED, **WARNING)
     firing = alert(**WARNING)
@@ -132,7 +132,7 @@ def test_refires_within_one_plan_count_towards_flapping():
 
 def test_a_silenced_l0_is_not_promoted_for_flapping():
     open_ = incident(labels=WARNING, tier="L0", silence_id=7)
-    facts = intake.Facts(open={ghash(WARNING): open_},
+    facts = intake_facts.Facts(open={ghash(WARNING): open_},
                          occurrences={1: {"f1": occurrence(status="resolved")}},
                          refires={1: [NOW - timedelta(minutes=1)] * 5})
     result = plan([[alert(**WARNING)]], facts)
@@ -141,7 +141,7 @@ def test_a_silenced_l0_is_not_promoted_for_flapping():
 
 
 def silence(starts_at, ends_at):
-    return intake.SilenceFacts(7, (Matcher.parse('model="churn"'),), starts_at, ends_at)
+    return intake_facts.SilenceFacts(7, (Matcher.parse('model="churn"'),), starts_at, ends_at)
 
 
 @pytest.mark.parametrize(("starts_at", "ends_at", "silenced"), [
@@ -151,7 +151,7 @@ def silence(starts_at, ends_at):
     (NOW - timedelta(hours=1), NOW + TICK, True),  # just before its end
 ])
 def test_silence_start_and_end(starts_at, ends_at, silenced):
-    facts = intake.Facts(silences=(silence(starts_at, ends_at),))
+    facts = intake_facts.Facts(silences=(silence(starts_at, ends_at),))
     result = plan([[alert()]], facts)
     if silenced:
         assert kinds(result) == ["opened", "silenced"]
@@ -179,7 +179,7 @@ def test_group_by_overrides(labels, incidents):
 
 
 def test_resolve_of_an_unknown_group_or_alert_changes_nothing():
-    facts = intake.Facts(open={ghash(): incident()}, occurrences={1: {"f1": occurrence()}})
+    facts = intake_facts.Facts(open={ghash(): incident()}, occurrences={1: {"f1": occurrence()}})
     unknown_group = alert(status=AlertStatus.RESOLVED, **{**LABELS, "model": "other"})
     unknown_alert = alert("f9", status=AlertStatus.RESOLVED)
     result = plan([[unknown_group, unknown_alert]], facts)
@@ -188,17 +188,17 @@ def test_resolve_of_an_unknown_group_or_alert_changes_nothing():
 
 
 def test_repeats_only_count():
-    facts = intake.Facts(open={ghash(): incident(alert_count=1)},
+    facts = intake_facts.Facts(open={ghash(): incident(alert_count=1)},
                          occurrences={1: {"f1": occurrence()}})
     result = plan([[alert()], [alert()]], facts)
     assert (kinds(result), owed(result), result.incidents) == ([], [], {})
-    assert result.occurrences == [intake.OccurrenceWrite(1, 10, None, "firing", None, None, 2)]
+    assert result.occurrences == [intake_facts.OccurrenceWrite(1, 10, None, "firing", None, None, 2)]
     assert result.heard_from == {1}
 
 
 def test_the_last_alert_resolving_resolves_through_the_state_machine():
     side = {"dedup_key": "k1-l2", "routing_key_env": "TEAM_KEY", "payload": {}}
-    facts = intake.Facts(open={ghash(): incident(paged=True, state=IncidentState.ACKNOWLEDGED)},
+    facts = intake_facts.Facts(open={ghash(): incident(paged=True, state=IncidentState.ACKNOWLEDGED)},
                          occurrences={1: {"f1": occurrence(), "f2": occurrence(11)}},
                          side_pages={1: [side]})
     result = plan([[alert(status=AlertStatus.RESOLVED)],
@@ -211,7 +211,7 @@ def test_the_last_alert_resolving_resolves_through_the_state_machine():
 
 
 def test_a_new_alert_joins_and_a_new_incident_asks_for_its_runbook():
-    facts = intake.Facts(open={ghash(): incident(alert_count=1)},
+    facts = intake_facts.Facts(open={ghash(): incident(alert_count=1)},
                          occurrences={1: {"f1": occurrence()}})
     result = plan([[alert("f2"), alert("w1", **{**WARNING, "model": "fraud"})]], facts)
     assert kinds(result) == ["alert_joined", "opened"]
@@ -223,10 +223,10 @@ def test_a_new_alert_joins_and_a_new_incident_asks_for_its_runbook():
 def test_pagerduty_not_configured_is_said_on_the_timeline():
     routed = intake.route([[alert()]], ROUTING)
     policy = DeliveryPolicy(slack=False, pagerduty=False, default_channel="#x")
-    new = intake.openings(routed, intake.Facts(), routing=ROUTING, policy=policy, now=NOW,
+    new = intake.openings(routed, intake_facts.Facts(), routing=ROUTING, policy=policy, now=NOW,
                           key=lambda: "k")
     fresh = {g: replace(f, id=5) for g, f in new.items()}
-    result = intake.plan(routed, intake.Facts(), fresh, routing=ROUTING, policy=policy, now=NOW,
+    result = intake.plan(routed, intake_facts.Facts(), fresh, routing=ROUTING, policy=policy, now=NOW,
                          choose_runbook=lambda name, labels: None)
     assert kinds(result) == ["opened", "page_skipped"]
     assert owed(result) == []

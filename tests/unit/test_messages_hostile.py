@@ -12,9 +12,22 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from bot.domain.answers import (
+    RollbackView,
+    handoff_digest_text,
+    incident_detail_text,
+    incident_list_text,
+    on_call_text,
+    rollback_preview,
+    runbook_list_text,
+    silence_created_text,
+    silence_ended_text,
+    silence_list_text,
+)
 from bot.domain.commands import CommandError, parse_command
 from bot.domain.messages import (
     CONTEXT_TEXT,
@@ -26,28 +39,21 @@ from bot.domain.messages import (
     RunStepView,
     RunView,
     cut,
-    handoff_digest_text,
-    incident_detail_text,
-    incident_list_text,
     incident_message,
     link,
     md,
     mention,
     mrkdwn_text,
-    on_call_text,
     run_message,
     safe_url,
-    silence_created_text,
-    silence_ended_text,
-    silence_list_text,
     thread_reply,
 )
 from bot.domain.permissions import Guarded, who_may
 from bot.domain.routing import Permissions
 from bot.domain.scorecard import IncidentFacts, compute
-from bot.incident_actions import ActionRefused
 from bot.reports import weekly_post
 from bot.slack_app.commands import answer_text
+from bot.usecases import ActionRefused
 from bot.web.pagerduty import _actor
 from tests.standins.slack import block_problems, control_sequences
 
@@ -255,6 +261,22 @@ def test_lists_timelines_silences_and_digests_escape_every_value(value):
     for text in texts:
         assert_safe(answer_text(text), limit=LONG_MESSAGE_TEXT)
         assert answer_text(text) == cut(text, LONG_MESSAGE_TEXT)  # Mrkdwn is not escaped twice
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v[:20]))
+def test_a_rollback_preview_and_the_runbook_list_escape_every_value(value):
+    text, blocks = rollback_preview(RollbackView(
+        confirmation_id="abcdefghijklmnop1234", model=value, alias=value, current=value,
+        target=value, runbook=value, steps=[(value, value)] * 30, source=value, minutes=10))
+    assert_safe(text)
+    assert block_problems(blocks) == []
+    assert live_sequences(blocks[0]["text"]["text"]) == []
+    confirm = blocks[1]["elements"][0]
+    assert confirm["value"] == "abcdefghijklmnop1234"
+    assert confirm["text"]["type"] == "plain_text"  # shown as written: nothing to escape
+    runbook = SimpleNamespace(name=value, description=value, changes_production=True)
+    listed = runbook_list_text([runbook] * 5)
+    assert_safe(answer_text(listed), limit=LONG_MESSAGE_TEXT)
 
 
 @pytest.mark.parametrize("value", HOSTILE[:12], ids=lambda v: repr(v[:20]))

@@ -13,7 +13,7 @@ from bot.domain.confirmations import (
     confirmation_refusal,
     not_to_start,
 )
-from bot.domain.permissions import Guarded, may, who_may
+from bot.domain.permissions import Act, Guarded, guard_for, may, refusal, who_may
 from bot.domain.routing import Permissions
 from bot.runbooks import RunbookError, parse_runbook, resolve_params
 
@@ -70,6 +70,34 @@ def test_running_a_runbook_needs_what_resolving_an_l1_needs():
     for user, on_call, allowed in (("U1", False, True), ("U2", True, True), ("U2", False, False)):
         assert may(user, permissions=permissions, groups_of_user=(), on_call=on_call) is allowed
     assert who_may(Guarded.RUN_RUNBOOK, permissions).startswith("You may not run a runbook")
+
+
+@pytest.mark.parametrize(("act", "tier", "guard"), [
+    (Act.RESOLVE, "L1", Guarded.RESOLVE_L1),
+    (Act.RESOLVE, "L0", None),  # the bot's own tier: anyone may resolve it
+    (Act.RESOLVE, "L2", None),
+    (Act.ACKNOWLEDGE, "L1", None),
+    (Act.NOTE, "L1", None),
+    (Act.DECLARE, None, None),
+    (Act.SILENCE, "L0", Guarded.SILENCE),
+    (Act.ESCALATE, "L1", Guarded.ESCALATE),
+    (Act.ROLLBACK, None, Guarded.ROLLBACK),
+    (Act.RUN_RUNBOOK, None, Guarded.RUN_RUNBOOK),
+])
+def test_each_act_needs_its_one_guard(act, tier, guard):
+    assert guard_for(act, tier=tier) is guard
+
+
+def test_a_refusal_is_none_for_who_may_and_names_who_may_otherwise():
+    permissions = Permissions(users=frozenset({"U1"}), groups=frozenset({"S1"}), on_call=False)
+    assert refusal("U1", Guarded.RESOLVE_L1, permissions=permissions, groups_of_user=(),
+                   on_call=False) is None
+    assert refusal("U2", Guarded.RESOLVE_L1, permissions=permissions, groups_of_user={"S1"},
+                   on_call=False) is None
+    refused = refusal("U2", Guarded.RESOLVE_L1, permissions=permissions, groups_of_user=(),
+                      on_call=True)
+    assert refused == who_may(Guarded.RESOLVE_L1, permissions)
+    assert "<@U1>" in refused and "<!subteam^S1>" in refused
 
 
 def runbook_with(params: dict) -> object:
