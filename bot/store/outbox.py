@@ -9,9 +9,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, func, insert, literal_column, or_, true, update
+from sqlalchemy import (
+    Boolean,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    or_,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -70,11 +83,20 @@ def _due(target: str) -> Any:
             *([] if held_back is None else [~held_back]),
         )
         .order_by(col(Delivery.id))
-        .limit(bindparam("limit"))
+        .limit(bindparam(f"limit_{target}"))
     )
 
 
-_DUE = {target: _due(target) for target in TARGETS}
+@cache
+def _due_in(targets: tuple[str, ...]) -> Any:
+    """The queues of `targets` in one statement (one round trip on PostgreSQL): each
+    still read in id order up to its own limit, as a branch of a UNION ALL."""
+    if len(targets) == 1:
+        return _due(targets[0])
+    union = union_all(*(select(_due(target).subquery()) for target in targets)).subquery()
+    return select(aliased(Delivery, union))
+
+
 _LEASE = (
     update(_DELIVERY)
     .where(
@@ -102,13 +124,16 @@ def due_deliveries(
     `limit`. A read: the caller leases what it wants with `lease_deliveries`, so
     finding nothing due takes no write lock.
     """
-    due: list[Delivery] = []
-    for target in TARGETS:
-        wanted = min(limit - len(due), (caps or {}).get(target, limit))
-        if target not in held and wanted > 0:
-            due += session.exec(_DUE[target], params={  # type: ignore[call-overload]
-                "now": now, "limit": wanted}).all()
-    return due
+    wanted = {target: min(limit, (caps or {}).get(target, limit)) for target in TARGETS
+              if target not in held}
+    targets = tuple(target for target, n in wanted.items() if n > 0)
+    if not targets:
+        return []
+    found = session.exec(_due_in(targets), params={  # type: ignore[call-overload]
+        "now": now, **{f"limit_{target}": wanted[target] for target in targets}}).all()
+    # Targets in claiming order, each in id order: the first `limit` are what reading
+    # the queues one after another, each up to what is left of the limit, would take.
+    return sorted(found, key=lambda d: (TARGETS.index(d.target), d.id))[:limit]
 
 
 def lease_deliveries(
