@@ -30,6 +30,7 @@ from bot.domain.routing import RoutingConfig
 from bot.models import AlertOccurrence, Delivery, Incident, RunbookRun, Silence, TimelineEntry
 from bot.runbooks import Runbook, select_runbook
 from bot.store.incidents import facts_of
+from bot.store.sql import one_of
 
 
 @dataclass(slots=True)
@@ -55,11 +56,10 @@ _ACTIVE_SILENCES = select(Silence.id, Silence.matchers, Silence.starts_at, Silen
     Silence.starts_at <= bindparam("now"), Silence.ends_at > bindparam("now"))
 _LAST_ALERT = (update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
                .values(last_alert_at=bindparam("at")))
-_OPEN_BY_HASH = select(Incident).where(
-    col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
+_OPEN_BY_HASH = select(Incident).where(one_of(Incident.open_group_hash, "hashes"))
 _REOPENABLE = (
     select(Incident)
-    .where(col(Incident.group_hash).in_(bindparam("hashes", expanding=True)),
+    .where(one_of(Incident.group_hash, "hashes"),
            Incident.state == IncidentState.RESOLVED.value,
            col(Incident.resolved_at) >= bindparam("since"))
     .order_by(col(Incident.resolved_at))
@@ -67,19 +67,19 @@ _REOPENABLE = (
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
                        AlertOccurrence.fingerprint, AlertOccurrence.status,
                        AlertOccurrence.starts_at, AlertOccurrence.ends_at)
-# Two IN-lists rather than one of (incident, fingerprint) pairs: SQLite answers a
-# row-value IN by scanning the table, but these two by its unique index.
+# Two lists rather than one of (incident, fingerprint) pairs: SQLite answers a
+# row-value IN by scanning the table, but these two by its unique index. Lists are
+# `one_of` (one array parameter on PostgreSQL: one statement text for any length).
 _OCCURRENCES_OF_FINGERPRINTS = select(*_OCCURRENCE_COLUMNS).where(
-    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)),
-    col(AlertOccurrence.fingerprint).in_(bindparam("fingerprints", expanding=True)))
-_OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(
-    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)))
+    one_of(AlertOccurrence.incident_id, "ids"),
+    one_of(AlertOccurrence.fingerprint, "fingerprints"))
+_OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(one_of(AlertOccurrence.incident_id, "ids"))
 _REFIRES = select(TimelineEntry.incident_id, TimelineEntry.at).where(
-    col(TimelineEntry.incident_id).in_(bindparam("ids", expanding=True)),
+    one_of(TimelineEntry.incident_id, "ids"),
     col(TimelineEntry.kind).in_(intake.REFIRE_KINDS),
     TimelineEntry.at > bindparam("since"))
 _TRIGGERS = select(Delivery.incident_id, Delivery.payload).where(
-    col(Delivery.incident_id).in_(bindparam("ids", expanding=True)),
+    one_of(Delivery.incident_id, "ids"),
     Delivery.target == "pagerduty", Delivery.action == "trigger")
 _WRITE_BACK = (
     update(_OCCURRENCE)

@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 
 from bot.domain.delivery import WAITS, PendingPage, failure_notice
 from bot.models import Delivery, Incident, RunbookRun, TimelineEntry
+from bot.store.sql import one_of
 
 _DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ def _due_in(targets: tuple[str, ...]) -> Any:
 _LEASE = (
     update(_DELIVERY)
     .where(
-        _DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+        one_of(_DELIVERY.c.id, "ids"),
         _DELIVERY.c.state == "pending",
         _DELIVERY.c.lease_until.is_(None) | (_DELIVERY.c.lease_until < bindparam("now")),
     )
@@ -263,12 +264,16 @@ _PENDING_PAGES = (
 )
 _ANNOUNCED = (
     update(_DELIVERY)
-    .where(_DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+    .where(one_of(_DELIVERY.c.id, "ids"),
            _DELIVERY.c.state == "pending",
            _DELIVERY.c.alerted_at.is_(None) | (_DELIVERY.c.alerted_at <= bindparam("cutoff")))
     .values(alerted_at=bindparam("now"))
     .returning(_DELIVERY.c.id)
 )
+
+
+_ANNOUNCED_ALL = update(_DELIVERY).where(one_of(_DELIVERY.c.id, "ids")).values(
+    alerted_at=bindparam("now"))
 
 
 def pending_pages(*, session: Session, since: datetime, default_channel: str) -> list[PendingPage]:
@@ -289,8 +294,8 @@ def announce_pages(channel: str, pages: Sequence[PendingPage], text: str, *, ses
         "ids": [p.delivery_id for p in pages], "cutoff": now - repeat, "now": now}).scalars()
     if not list(taken):
         return False
-    session.connection().execute(update(_DELIVERY).where(
-        _DELIVERY.c.id.in_([p.delivery_id for p in pages])).values(alerted_at=now))
+    session.connection().execute(_ANNOUNCED_ALL, {
+        "ids": [p.delivery_id for p in pages], "now": now})
     session.add(Delivery(incident_id=None, target="slack", action="post",
                          payload={"channel": channel, "text": text}, created_at=now,
                          next_attempt_at=now))
