@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from bot.domain.delivery import WAITS, PendingPage, failure_notice
 from bot.models import Delivery, Incident, RunbookRun, TimelineEntry
-from bot.store.sql import one_of
+from bot.store.sql import one_of, write_together
 
 _DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
@@ -198,13 +198,15 @@ _RUN = RunbookRun.__table__  # type: ignore[attr-defined]
 _RUN_MESSAGE = update(_RUN).where(_RUN.c.id == bindparam("run_id")).values(slack_ts=bindparam("ts"))
 
 
+_INSERT_TIMELINE = insert(TimelineEntry.__table__)  # type: ignore[attr-defined]
 _STATE_AFTER = {"sent": "sent", "failed": "failed", "expired": "failed"}
 
 
 def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datetime,
                     notify: bool = False) -> None:
-    """Record delivery attempts, a statement per kind for the whole batch: an attempt
-    that is not recorded as sent would be sent again, and these writes are frequent.
+    """Record delivery attempts, a statement per kind for the whole batch, written
+    together (`write_together`): an attempt that is not recorded as sent would be sent
+    again, and these writes are frequent.
 
     A delivery that failed for good goes on its incident's timeline; with `notify`
     (Slack is configured), a failed page or PagerDuty note is also said in the
@@ -244,13 +246,9 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
                 session.add(Delivery(incident_id=delivery.incident_id, target="slack",
                                      action="reply", payload={"text": failure_notice(detail)},
                                      created_at=now, next_attempt_at=now))
-    connection = session.connection()
-    for statement, rows in ((_FINISH, finished), (_COALESCE, coalesced),
-                            (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs)):
-        if rows:
-            connection.execute(statement, rows)
-    if timeline:
-        session.execute(insert(TimelineEntry), timeline)
+    write_together(session, [(_FINISH, finished), (_COALESCE, coalesced),
+                             (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs),
+                             (_INSERT_TIMELINE, timeline)])
 
 
 _PENDING_PAGES = (
