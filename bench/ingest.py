@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import statements  # noqa: E402
 
 from tests.harness import BotProcess, free_port, wait_for  # noqa: E402
 
@@ -542,6 +543,7 @@ class TargetReport:
     standin_counts: dict[str, Any] = field(default_factory=dict)
     profiles: list[str] = field(default_factory=list)
     log_summary: list[str] = field(default_factory=list)
+    statements: dict[str, dict] = field(default_factory=dict)  # phase -> counts (--statements)
 
 
 class RssSampler:
@@ -570,13 +572,16 @@ def bodies_for(groups: list[list[AlertSpec]], render) -> list[tuple[bytes, int]]
 
 async def drive_throughput(report: TargetReport, poster, path: str, ok: int,
                            work: Workload, args, pids: dict[str, int], sampler: RssSampler,
-                           render, profiler: Profiler | None) -> None:
+                           render, profiler: Profiler | None,
+                           mark: Callable[[str], None] = lambda phase: None) -> None:
+    """`mark(phase)` is called as each phase ends (and before the first)."""
     seed = bodies_for(work.seed, render)
     result = await closed_loop(poster, path, seed, concurrency=1, deadline=args.phase_seconds,
                                ok=ok, progress=sampler.progress)
     if result.accepted_requests != len(seed):
         raise RuntimeError(f"{report.name}: seeding failed: {dict(result.statuses)}")
     sampler.sample("after seed (1,000 alerts)")
+    mark("seed")
 
     batches = bodies_for(work.batches, render)
     spy = profiler.start("batched") if profiler else None
@@ -588,6 +593,7 @@ async def drive_throughput(report: TargetReport, poster, path: str, ok: int,
         profiler.stop(spy, "batched")
     report.batched.cpu = meter.share
     sampler.sample("after batched phase")
+    mark("batched")
 
     singles = bodies_for(work.singles, render)
     spy = profiler.start("single") if profiler else None
@@ -599,6 +605,7 @@ async def drive_throughput(report: TargetReport, poster, path: str, ok: int,
         profiler.stop(spy, "single")
     report.singles.cpu = meter.share
     sampler.sample("after single-alert phase")
+    mark("single")
 
 
 def summarise_log(path: Path, top: int = 6) -> list[str]:
@@ -680,6 +687,21 @@ async def bench_bot(backend: str, work: Workload, args, tmp: Path) -> TargetRepo
         # would hold 50 pages/s back for minutes: it is turned off for this bench only.
         "PAGERDUTY_EVENTS_PER_MINUTE": "0",
     }
+    counting = args.statements and backend == "postgresql"
+    if counting:
+        statements.install(env, tmp, ROOT)
+    counted: dict = {}
+
+    def mark(phase: str) -> None:
+        """Counts of the phase that just ended (the outbox's work between phases included)."""
+        if not counting:
+            return
+        now = statements.snapshot(env)
+        if phase != "seed":
+            report.statements[phase] = statements.delta(counted, now)
+        counted.clear()
+        counted.update(now)
+
     bot = BotProcess(env, log_path=tmp / f"bot-{backend}.log", token=TOKEN)
     try:
         bot.start()
@@ -700,12 +722,13 @@ async def bench_bot(backend: str, work: Workload, args, tmp: Path) -> TargetRepo
                              args.concurrency)
         try:
             await drive_throughput(report, poster, "/webhooks/alertmanager", 202, work, args,
-                                   pids, sampler, webhook_body, profiler)
+                                   pids, sampler, webhook_body, profiler, mark)
         finally:
             await poster.close()
 
         # Let the outbox catch up (Slack posts owed by phases 1-2) before measuring pages.
         started = time.monotonic()
+        mark("seed")  # the drain is counted with neither phase
         try:
             await asyncio.to_thread(wait_for, bot.outbox_settled, timeout=args.drain_seconds,
                                     interval=0.25, what="the outbox to drain")
@@ -747,6 +770,7 @@ async def bench_bot(backend: str, work: Workload, args, tmp: Path) -> TargetRepo
         report.pages_arrived = len(first_page)
         report.page_latency = [at - paced.send_times[i] for i, at in first_page.items()]
         sampler.sample("after paging phase")
+        mark("paging")
         report.standin_counts = standins.ask("counts")
     finally:
         bot.stop()
@@ -1003,6 +1027,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-every", type=int, help="RSS sample every N alerts (default 10000)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record the bot with py-spy during each phase into DIR and summarise")
+    p.add_argument("--statements", action="store_true",
+                   help="PostgreSQL: count the bot's statements and round trips per "
+                        "transaction in each phase (hooks in the bot's psycopg; they cost "
+                        "some CPU, so take rates from a run without them)")
     args = p.parse_args(argv)
     quick = args.quick
     args.batches = args.batches or (30 if quick else 300)
@@ -1048,6 +1076,9 @@ async def main_async(args) -> int:
                 reports.append(TargetReport("alertmanager",
                                             note=f"FAILED: {type(exc).__name__}: {exc}"))
         print_report(reports, args, work, time.monotonic() - started)
+        for report in reports:
+            for phase, counts in report.statements.items():
+                statements.report(counts, f"{report.name}, {phase} phase")
     return 1 if failed else 0
 
 

@@ -10,15 +10,15 @@ Run from the repository root:
 Prints, per replica count: batched alerts/s, single requests/s, webhook-to-page p50/p99,
 and where the CPU went during the batched phase (bot replicas, PostgreSQL, HAProxy, the
 load generator, the stand-ins). See bench/README.md ("Scale-out") for how to read it.
-`--statements` runs one more replica with SQLAlchemy event hooks (a sitecustomize on the
-bot's PYTHONPATH; no bot code changes) and prints statements and round trips per commit.
+`--statements` runs one more replica count with bench/statements.py's hooks (a
+sitecustomize on the bot's PYTHONPATH; no bot code changes) and prints statements and
+round trips per transaction.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -33,6 +33,7 @@ for entry in (ROOT, ROOT / "bench"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+import statements  # noqa: E402
 from ingest import (  # noqa: E402
     CLK_TCK,
     PG_SERVER,
@@ -55,90 +56,6 @@ from ingest import (  # noqa: E402
 )
 
 from tests.harness import BotProcess, LoadBalancer, wait_for  # noqa: E402
-
-# Loaded by the bot's interpreter when --statements puts its directory on PYTHONPATH:
-# counts, per committed transaction, the statements SQLAlchemy sent (each one a round
-# trip, plus BEGIN and COMMIT) and writes the totals to $STATEMENTS_OUT every 0.5 s.
-STATEMENT_HOOKS = r'''
-import json, os, re, threading, time
-from collections import Counter
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
-_out = f"{os.environ['STATEMENTS_OUT']}.{os.getpid()}"  # one file per replica
-_open = {}
-_totals = {"statements": 0, "executemany": 0, "kinds": Counter(), "autocommit_statements": 0}
-_lock = threading.Lock()
-
-def _kind(sql):
-    words = re.sub(r"\s+", " ", sql.strip()).split(" ")
-    upper = [w.upper() for w in words]
-    verb = upper[0]
-    if verb == "UPDATE":
-        return f"UPDATE {words[1]}"
-    for marker in ("INTO", "FROM"):
-        if marker in upper:
-            return f"{verb} {words[upper.index(marker) + 1]}"
-    return verb
-
-def _role(kinds):
-    """Intake writes alert occurrences; the outbox reads and updates deliveries."""
-    if any(k.startswith(("INSERT alertoccurrence", "UPDATE alertoccurrence", "INSERT incident"))
-           for k in kinds):
-        return "intake"
-    if any(k.startswith(("SELECT delivery", "UPDATE delivery")) for k in kinds):
-        return "outbox"
-    return "other"
-
-def _end(conn, how):
-    with _lock:
-        kinds = _open.pop(id(conn.connection), None)
-        if kinds is None:
-            return
-        bucket = _totals.setdefault(f"{_role(kinds)} {how}", {
-            "transactions": 0, "statements": 0, "sizes": Counter(), "kinds": Counter()})
-        bucket["transactions"] += 1
-        bucket["statements"] += len(kinds)
-        bucket["sizes"][len(kinds)] += 1
-        bucket["kinds"].update(kinds)
-
-@event.listens_for(Engine, "before_cursor_execute")
-def _statement(conn, cursor, statement, parameters, context, executemany):
-    kind = _kind(statement) + (" (executemany)" if executemany else "")
-    with _lock:
-        _totals["statements"] += 1
-        _totals["executemany"] += bool(executemany)
-        _totals["kinds"][kind] += 1
-        kinds = _open.get(id(conn.connection))
-        if kinds is None:
-            _totals["autocommit_statements"] += 1
-        else:
-            kinds.append(kind)
-
-@event.listens_for(Engine, "begin")
-def _begin(conn):
-    with _lock:
-        _open[id(conn.connection)] = []
-
-@event.listens_for(Engine, "commit")
-def _commit(conn):
-    _end(conn, "commit")
-
-@event.listens_for(Engine, "rollback")
-def _rollback(conn):
-    _end(conn, "rollback")
-
-def _dump():
-    while True:
-        time.sleep(0.5)
-        with _lock:
-            text = json.dumps(_totals)
-        with open(_out + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(_out + ".tmp", _out)
-
-threading.Thread(target=_dump, daemon=True).start()
-'''
 
 
 # --- CPU of process groups --------------------------------------------------------------------
@@ -228,15 +145,13 @@ def bot_env(database_url: str, info: dict) -> dict[str, str]:
 
 
 async def bench_count(n: int, work: Workload, args, tmp: Path,
-                      statements: bool = False) -> CountReport:
+                      counting: bool = False) -> CountReport:
     report = CountReport(n)
     dbname, database_url = create_pg_database()
     standins = StandIns(tmp)
     env = bot_env(database_url, standins.info)
-    if statements:
-        (tmp / "sitecustomize.py").write_text(STATEMENT_HOOKS)
-        env["PYTHONPATH"] = f"{tmp}{os.pathsep}{ROOT}"
-        env["STATEMENTS_OUT"] = str(tmp / "statements.json")
+    if counting:
+        statements.install(env, tmp, ROOT)
     bots = [BotProcess(env, log_path=tmp / f"replica{i}.log", token=TOKEN) for i in range(n)]
     balancer = LoadBalancer([b.url for b in bots], directory=tmp, threads=args.haproxy_threads)
     try:
@@ -259,14 +174,13 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
             seeded = await closed_loop(poster, path, seed, concurrency=1, deadline=120, ok=202)
             if seeded.accepted_requests != len(seed):
                 raise RuntimeError(f"seeding failed: {dict(seeded.statuses)}")
-            before = statements_snapshot(env) if statements else None
+            before = statements.snapshot(env) if counting else None
             with GroupCpu(groups) as meter:
                 batched = await closed_loop(poster, path, bodies_for(work.batches, webhook_body),
                                             concurrency=args.concurrency,
                                             deadline=args.phase_seconds, ok=202)
-            if statements:
-                report.statements = statements_delta(before, statements_snapshot(env))
-                report.statements["replicas"] = n
+            if counting:
+                report.statements = statements.delta(before, statements.snapshot(env))
             report.batched_alerts_s, report.batched_statuses = (batched.alerts_per_s,
                                                                 batched.statuses)
             report.batched_cpu = meter.share
@@ -279,7 +193,7 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
             report.singles_cpu = meter.share
         finally:
             await poster.close()
-        if statements:
+        if counting:
             return report
 
         await asyncio.to_thread(wait_for, bots[0].outbox_settled, timeout=args.drain_seconds,
@@ -315,36 +229,6 @@ async def bench_count(n: int, work: Workload, args, tmp: Path,
         standins.stop()
         drop_pg_database(dbname)
     return report
-
-
-def statements_snapshot(env: dict[str, str]) -> dict:
-    """The hooks' totals, summed over the replicas, once written after this moment."""
-    out = Path(env["STATEMENTS_OUT"])
-    time.sleep(1.1)  # the hooks write every 0.5 s
-    total: dict = {}
-    for path in out.parent.glob(f"{out.name}.*"):
-        if path.suffix == ".tmp":
-            continue
-        _add(total, json.loads(path.read_text()))
-    return total
-
-
-def _add(into: dict, more: dict) -> None:
-    for key, value in more.items():
-        if isinstance(value, dict):
-            _add(into.setdefault(key, {}), value)
-        else:
-            into[key] = into.get(key, 0) + value
-
-
-def statements_delta(before: dict, after: dict) -> dict:
-    out = {}
-    for key, value in after.items():
-        if isinstance(value, dict):
-            out[key] = statements_delta(before.get(key, {}), value)
-        elif value - before.get(key, 0):
-            out[key] = value - before.get(key, 0)
-    return out
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -385,37 +269,15 @@ def print_report(reports: list[CountReport], args, counted: CountReport | None) 
         if not r.note:
             print(f"  {r.replicas} replica(s): {fmt_cpu(r.singles_cpu)}")
     if counted is not None:
-        print_statements(counted.statements or {}) if not counted.note else print(counted.note)
+        if counted.note:
+            print(counted.note)
+        else:
+            statements.report(counted.statements or {},
+                              f"batched phase, {counted.replicas} replica(s)")
     lines = sorted({line for r in reports for line in r.log_summary})
     if lines:
         print("bot log WARNING/ERROR lines (most frequent):")
         print("\n".join(lines))
-
-
-def print_statements(s: dict) -> None:
-    if not s.get("statements"):
-        print("statements: none recorded (hooks not loaded?)")
-        return
-    print(f"\nstatements during the batched phase ({s.get('replicas', 1)} replica(s), "
-          f"SQLAlchemy hooks): {s['statements']:,} ({s.get('executemany', 0):,} executemany, "
-          f"{s.get('autocommit_statements', 0):,} outside a transaction)")
-    print("  transactions by role (intake: writes alert occurrences; outbox: reads or updates "
-          "deliveries) and end; round trips = statements + BEGIN + COMMIT/ROLLBACK; a "
-          "statement is named by its verb and first table after INTO/FROM:")
-    for name in sorted(k for k, v in s.items() if isinstance(v, dict) and "transactions" in v):
-        b = s[name]
-        if not b.get("transactions"):
-            continue
-        per = b.get("statements", 0) / b["transactions"]
-        sizes = ", ".join(f"{k}: {v}x" for k, v in sorted((int(k), v) for k, v in
-                                                            b.get("sizes", {}).items()))
-        print(f"  {name}: {b['transactions']:,} transactions, {per:.1f} statements each "
-              f"({per + 2:.1f} round trips); sizes {sizes}")
-        for kind, n in sorted(b.get("kinds", {}).items(), key=lambda kv: -kv[1])[:12]:
-            print(f"      {n:7,}  {kind}")
-    print("  all statements, by kind:")
-    for kind, n in sorted(s.get("kinds", {}).items(), key=lambda kv: -kv[1])[:10]:
-        print(f"    {n:8,}  {kind}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -453,17 +315,17 @@ async def main_async(args) -> int:
     with tempfile.TemporaryDirectory(prefix="oncall-scaleout-") as name:
         runs = [(n, False) for n in args.replicas] + (
             [(args.statements, True)] if args.statements else [])
-        for n, statements in runs:
-            tmp = Path(name) / f"{n}{'-statements' if statements else ''}"
+        for n, counting in runs:
+            tmp = Path(name) / f"{n}{'-statements' if counting else ''}"
             tmp.mkdir()
-            print(f"[{n} replica(s){' with statement hooks' if statements else ''}] running ...",
+            print(f"[{n} replica(s){' with statement hooks' if counting else ''}] running ...",
                   flush=True)
             try:
-                report = await bench_count(n, work, args, tmp, statements)
+                report = await bench_count(n, work, args, tmp, counting)
             except Exception as exc:  # noqa: BLE001 - report and go on
                 failed = True
                 report = CountReport(n, note=f"FAILED: {type(exc).__name__}: {exc}")
-            if statements:
+            if counting:
                 counted = report
             else:
                 reports.append(report)

@@ -5,11 +5,17 @@ connection, so writers in this process queue on the pool instead of spinning in
 SQLite's busy handler, and each write transaction starts with BEGIN IMMEDIATE so
 another process (the CLI, say) cannot deadlock it. WAL with synchronous=FULL
 makes a commit durable before the webhook answers 2xx.
+
+On PostgreSQL each statement is a round trip to the server, and BEGIN and COMMIT
+(or ROLLBACK) are two more: reads (`read()`) and single-statement writes
+(`write_one()`) run in autocommit, which under READ COMMITTED sees exactly what a
+transaction's statement would (each statement its own snapshot) without them.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -20,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -96,6 +102,16 @@ def _sqlite_engine(url: str, *, writer: bool, lock_timeout: float, durable: bool
     return engine
 
 
+def _ended_by_server(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    """A pooled PostgreSQL connection the server ended (a restart, a terminated backend,
+    an idle timeout) is replaced at checkout. SQLAlchemy's pre-ping would ask the
+    server, a round trip per transaction; an idle connection's socket has nothing to
+    read unless the server closed it (or said something unasked), so a readable socket
+    is the sign, seen without a round trip."""
+    if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        raise DisconnectionError("the server ended this pooled connection")
+
+
 class Database:
     """The bot's database: a writer and a reader engine (the same one on PostgreSQL)."""
 
@@ -111,11 +127,14 @@ class Database:
             self.reader = _sqlite_engine(self.url, writer=False, lock_timeout=lock_timeout)
         else:
             timeout_ms = int(lock_timeout * 1000)
-            self.writer = self.reader = create_engine(
-                self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True,
+            self.writer = create_engine(
+                self.url, pool_size=pool_size, max_overflow=0,
                 connect_args={"connect_timeout": max(1, int(lock_timeout)),
                               "options": f"-c lock_timeout={timeout_ms}"},
             )
+            event.listen(self.writer, "checkout", _ended_by_server)
+            # The same pool; a connection is in autocommit while checked out from here.
+            self.reader = self.writer.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -126,6 +145,18 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        """A session for reads (on PostgreSQL in autocommit: no BEGIN or ROLLBACK)."""
+        with Session(self.reader, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write_one(self) -> Iterator[Session]:
+        """A session for ONE write statement, which is then its own transaction: on
+        PostgreSQL in autocommit (one round trip instead of three), on SQLite `write()`."""
+        if self.is_sqlite:
+            with self.write() as session:
+                yield session
+            return
         with Session(self.reader, expire_on_commit=False) as session:
             yield session
 
@@ -193,7 +224,7 @@ class Database:
 
     def dispose(self) -> None:
         self.writer.dispose()
-        if self.reader is not self.writer:
+        if self.is_sqlite:
             self.reader.dispose()
 
 

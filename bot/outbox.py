@@ -258,7 +258,7 @@ class Dispatcher:
                                        held=held, caps=caps)
         if not due:
             return []
-        with self.db.write() as session:
+        with self.db.write_one() as session:  # one UPDATE … RETURNING
             claimed = store.lease_deliveries(due, session=session, now=now, lease=self.lease)
         if saturated:
             for delivery in claimed:
@@ -522,14 +522,10 @@ class Dispatcher:
 
     def _load(self, incident_id: int) -> tuple[Incident, store.AlertSummary, list[int]]:
         with self.db.read() as session:
-            # The owed syncs first, the state after: under READ COMMITTED each statement
-            # sees the newest commits, so every sync read here is shown by the state read
-            # next, and one committed in between stays pending for another send.
-            syncs = store.pending_syncs(incident_id, session=session)
-            found = store.incident_with_alerts(incident_id, session=session)
-            if found is None:
-                raise Undeliverable(f"incident {incident_id} no longer exists")
-            return found[0], found[1], syncs
+            found = store.incident_for_message(incident_id, session=session)
+        if found is None:
+            raise Undeliverable(f"incident {incident_id} no longer exists")
+        return found
 
     def _retry(self, delivery: Delivery, exc: RetryLater) -> Outcome:
         now = self.clock()

@@ -44,9 +44,8 @@ from bot.store.pulses import (
 from bot.store.reads import (
     AlertSummary,
     earlier_post_attempt,
-    incident_with_alerts,
+    incident_for_message,
     open_incident_counts,
-    pending_syncs,
     timeline,
 )
 
@@ -54,8 +53,8 @@ __all__ = [
     "OPEN_STATES", "TARGETS", "answer_of", "open_pulse", "open_pulse_by_id", "pulse_facts",
     "save_comment", "save_score", "AlertSummary", "DeliveryPolicy", "IngestResult", "Outcome",
     "OutboxStats", "active_silences", "add_timeline", "announce_pages", "apply_alerts",
-    "due_deliveries", "earlier_post_attempt", "open_incident_counts", "incident_with_alerts",
+    "due_deliveries", "earlier_post_attempt", "open_incident_counts", "incident_for_message",
     "lease_deliveries", "outbox_stats", "owe", "pages_owed_since", "pending_pages",
-    "pending_syncs", "promote", "record_outcomes", "release_leases", "request_run", "resolve",
+    "promote", "record_outcomes", "release_leases", "request_run", "resolve",
     "side_page", "side_pages", "timeline",
 ]

@@ -4,11 +4,12 @@ the plan written back.
 A group commit reads a statement per kind, for all its batches together: the
 silences in force, the open incidents of its groups, the resolved ones that may
 reopen, the occurrences of its alerts, and (only when something may resolve or fire
-again) side pages and recent refires. New incidents are inserted in one flush, and
-every kind of row the plan writes is written in one statement, so a group commit of
-hundreds of alerts costs a handful of statements. Statements are built once with
-bound parameters: building and keying one costs several times what SQLite takes to
-run it.
+again) side pages and recent refires. The reads go in rounds of statements that do
+not depend on one another, each round one round trip on PostgreSQL. New incidents
+are inserted in one flush, and every kind of row the plan writes is written in one
+statement, so a group commit of hundreds of alerts costs a handful of statements.
+Statements are built once with bound parameters: building and keying one costs
+several times what SQLite takes to run it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
@@ -30,6 +32,7 @@ from bot.domain.routing import RoutingConfig
 from bot.models import AlertOccurrence, Delivery, Incident, RunbookRun, Silence, TimelineEntry
 from bot.runbooks import Runbook, select_runbook
 from bot.store.incidents import facts_of
+from bot.store.sql import one_of, read_together, write_together
 
 
 @dataclass(slots=True)
@@ -53,13 +56,10 @@ _OCCURRENCE = AlertOccurrence.__table__  # type: ignore[attr-defined]
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 _ACTIVE_SILENCES = select(Silence.id, Silence.matchers, Silence.starts_at, Silence.ends_at).where(
     Silence.starts_at <= bindparam("now"), Silence.ends_at > bindparam("now"))
-_LAST_ALERT = (update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
-               .values(last_alert_at=bindparam("at")))
-_OPEN_BY_HASH = select(Incident).where(
-    col(Incident.open_group_hash).in_(bindparam("hashes", expanding=True)))
+_OPEN_BY_HASH = select(*_INCIDENT.c).where(one_of(Incident.open_group_hash, "hashes"))
 _REOPENABLE = (
-    select(Incident)
-    .where(col(Incident.group_hash).in_(bindparam("hashes", expanding=True)),
+    select(*_INCIDENT.c)
+    .where(one_of(Incident.group_hash, "hashes"),
            Incident.state == IncidentState.RESOLVED.value,
            col(Incident.resolved_at) >= bindparam("since"))
     .order_by(col(Incident.resolved_at))
@@ -67,19 +67,19 @@ _REOPENABLE = (
 _OCCURRENCE_COLUMNS = (AlertOccurrence.id, AlertOccurrence.incident_id,
                        AlertOccurrence.fingerprint, AlertOccurrence.status,
                        AlertOccurrence.starts_at, AlertOccurrence.ends_at)
-# Two IN-lists rather than one of (incident, fingerprint) pairs: SQLite answers a
-# row-value IN by scanning the table, but these two by its unique index.
+# Two lists rather than one of (incident, fingerprint) pairs: SQLite answers a
+# row-value IN by scanning the table, but these two by its unique index. Lists are
+# `one_of` (one array parameter on PostgreSQL: one statement text for any length).
 _OCCURRENCES_OF_FINGERPRINTS = select(*_OCCURRENCE_COLUMNS).where(
-    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)),
-    col(AlertOccurrence.fingerprint).in_(bindparam("fingerprints", expanding=True)))
-_OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(
-    col(AlertOccurrence.incident_id).in_(bindparam("ids", expanding=True)))
+    one_of(AlertOccurrence.incident_id, "ids"),
+    one_of(AlertOccurrence.fingerprint, "fingerprints"))
+_OCCURRENCES_OF = select(*_OCCURRENCE_COLUMNS).where(one_of(AlertOccurrence.incident_id, "ids"))
 _REFIRES = select(TimelineEntry.incident_id, TimelineEntry.at).where(
-    col(TimelineEntry.incident_id).in_(bindparam("ids", expanding=True)),
+    one_of(TimelineEntry.incident_id, "ids"),
     col(TimelineEntry.kind).in_(intake.REFIRE_KINDS),
     TimelineEntry.at > bindparam("since"))
 _TRIGGERS = select(Delivery.incident_id, Delivery.payload).where(
-    col(Delivery.incident_id).in_(bindparam("ids", expanding=True)),
+    one_of(Delivery.incident_id, "ids"),
     Delivery.target == "pagerduty", Delivery.action == "trigger")
 _WRITE_BACK = (
     update(_OCCURRENCE)
@@ -92,7 +92,11 @@ _WRITE_BACK = (
 
 def active_silences(*, session: Session, now: datetime) -> list[intake_facts.SilenceFacts]:
     """Silences in force at `now` (intake and `routes test` read them)."""
-    rows = session.exec(_ACTIVE_SILENCES, params={"now": now}).all()  # type: ignore[call-overload]
+    return _silence_facts(session.exec(_ACTIVE_SILENCES,  # type: ignore[call-overload]
+                                       params={"now": now}).all())
+
+
+def _silence_facts(rows: Any) -> list[intake_facts.SilenceFacts]:
     return [intake_facts.SilenceFacts(id_, tuple(Matcher.parse(m) for m in matchers), starts, ends)
             for id_, matchers, starts, ends in rows]
 
@@ -114,11 +118,11 @@ def apply_alerts(
     long and listed in `IngestResult.handed`: the caller's dispatcher sends them
     straight away, without claiming them first."""
     routed = intake.route(batches, routing)
-    rows: dict[int, Incident] = {}
-    facts = _load(routed, session=session, routing=routing, now=now, rows=rows)
+    stored: dict[int, _Stored] = {}
+    facts = _load(routed, session=session, routing=routing, now=now, stored=stored)
     new = intake.openings(routed, facts, routing=routing, policy=policy, now=now,
                           key=lambda: uuid.uuid4().hex)
-    fresh = _insert(new, session=session, now=now, rows=rows)
+    fresh = _insert(new, session=session, now=now, stored=stored)
 
     def choose(name: str | None, labels: Mapping[str, str]) -> str | None:
         chosen = select_runbook(runbooks or {}, name, labels)
@@ -127,27 +131,43 @@ def apply_alerts(
     plan = intake.plan(routed, facts, fresh, routing=routing, policy=policy, now=now,
                        choose_runbook=choose)
     with session.no_autoflush:
-        return _persist(plan, session=session, now=now, rows=rows, hand_over=hand_over)
+        return _persist(plan, session=session, now=now, stored=stored, hand_over=hand_over)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """An incident as its row stands in the database, to write back only what changed."""
+
+    facts: IncidentFacts
+    open_group_hash: str | None
 
 
 def _load(routed: Sequence[Sequence[intake_facts.Routed]], *, session: Session,
-          routing: RoutingConfig, now: datetime, rows: dict[int, Incident]) -> intake_facts.Facts:
-    """Read what the plan needs, a statement per kind (chunked)."""
-    silences = active_silences(session=session, now=now)
-    open_: dict[str, IncidentFacts] = {}
+          routing: RoutingConfig, now: datetime, stored: dict[int, _Stored]) -> intake_facts.Facts:
+    """Read what the plan needs, a statement per kind (chunked), in at most three rounds
+    of reads that do not depend on one another (`read_together`: one round trip each on
+    PostgreSQL): the silences, open incidents and reopen candidates; then the
+    occurrences and side pages of those; then, only if something may fire again, the
+    recent refires."""
     hashes = sorted({item.ghash for batch in routed for item in batch})
-    for chunk in _chunks(hashes):
-        for row in session.exec(_OPEN_BY_HASH,  # type: ignore[call-overload]
-                                params={"hashes": list(chunk)}).all():
-            rows[row.id] = row
-            open_[row.open_group_hash] = facts_of(row)
-    reopenable: dict[str, IncidentFacts] = {}
+    # Every group that fires may reopen an incident, unless it has an open one: asked
+    # for all of them at once, and those found open are left out below.
+    firing = sorted(intake.closed_groups(routed, ()))
     since = intake.reopen_since(routing, now)
-    for chunk in _chunks(intake.closed_groups(routed, open_)):
-        for row in session.exec(_REOPENABLE, params={  # type: ignore[call-overload]
-                "hashes": list(chunk), "since": since}).all():
-            rows[row.id] = row
-            reopenable[row.group_hash] = facts_of(row)  # the newest wins
+    reads = [(_ACTIVE_SILENCES, {"now": now})]
+    reads += [(_OPEN_BY_HASH, {"hashes": list(chunk)}) for chunk in _chunks(hashes)]
+    opened = len(reads)
+    reads += [(_REOPENABLE, {"hashes": list(chunk), "since": since})
+              for chunk in _chunks(firing)]
+    found = read_together(session, reads)
+    silences = _silence_facts(found[0])
+    open_: dict[str, IncidentFacts] = {}
+    for row in (row for rows in found[1:opened] for row in rows):
+        open_[row.open_group_hash] = _keep(row, stored)
+    reopenable: dict[str, IncidentFacts] = {}
+    for row in (row for rows in found[opened:] for row in rows):
+        if row.group_hash not in open_:
+            reopenable[row.group_hash] = _keep(row, stored)  # the newest wins
     occurrences: dict[int, dict[str, intake_facts.OccurrenceFacts]] = {i.id: {} for i in open_.values()}
     pairs, resolving = set(), set()
     for batch in routed:
@@ -160,29 +180,34 @@ def _load(routed: Sequence[Sequence[intake_facts.Routed]], *, session: Session,
     # Every occurrence of an incident that may resolve (does any other still fire?)
     # or reopen; of the others, those of the alerts' fingerprints.
     whole = sorted(resolving | {i.id for i in reopenable.values()})
-    for chunk in _chunks(whole):
-        _add_occurrences(occurrences, session.exec(_OCCURRENCES_OF,  # type: ignore[call-overload]
-                                                   params={"ids": list(chunk)}).all())
-    for chunk in _chunks(sorted(p for p in pairs if p[0] not in resolving)):
-        _add_occurrences(occurrences, session.exec(  # type: ignore[call-overload]
-            _OCCURRENCES_OF_FINGERPRINTS, params={
-                "ids": sorted({i for i, _ in chunk}),
-                "fingerprints": sorted({f for _, f in chunk})}).all())
+    reads = [(_OCCURRENCES_OF, {"ids": list(chunk)}) for chunk in _chunks(whole)]
+    reads += [(_OCCURRENCES_OF_FINGERPRINTS, {"ids": sorted({i for i, _ in chunk}),
+                                              "fingerprints": sorted({f for _, f in chunk})})
+              for chunk in _chunks(sorted(p for p in pairs if p[0] not in resolving))]
+    triggers = len(reads)
+    reads += [(_TRIGGERS, {"ids": list(chunk)}) for chunk in _chunks(whole)]
+    found = read_together(session, reads)
+    for rows in found[:triggers]:
+        _add_occurrences(occurrences, rows)
+    side_pages: dict[int, list[dict[str, Any]]] = {}
+    for incident_id, payload in (row for rows in found[triggers:] for row in rows):
+        if payload.get("routing_key_env"):
+            side_pages.setdefault(incident_id, []).append(payload)
     facts = intake_facts.Facts(open=open_, reopenable=reopenable, occurrences=occurrences,
                          silences=silences)
     refires: dict[int, list[datetime]] = {}
     flapping_since = intake.flapping_since(routing, now)
-    for chunk in _chunks(intake.refire_candidates(routed, facts)):
-        for incident_id, at in session.exec(_REFIRES, params={  # type: ignore[call-overload]
-                "ids": list(chunk), "since": flapping_since}).all():
-            refires.setdefault(incident_id, []).append(at)
-    side_pages: dict[int, list[dict[str, Any]]] = {}
-    for chunk in _chunks(whole):
-        for incident_id, payload in session.exec(_TRIGGERS,  # type: ignore[call-overload]
-                                                 params={"ids": list(chunk)}).all():
-            if payload.get("routing_key_env"):
-                side_pages.setdefault(incident_id, []).append(payload)
+    reads = [(_REFIRES, {"ids": list(chunk), "since": flapping_since})
+             for chunk in _chunks(intake.refire_candidates(routed, facts))]
+    for incident_id, at in (row for rows in read_together(session, reads) for row in rows):
+        refires.setdefault(incident_id, []).append(at)
     return replace(facts, refires=refires, side_pages=side_pages)
+
+
+def _keep(row: Any, stored: dict[int, _Stored]) -> IncidentFacts:
+    facts = facts_of(row)
+    stored[facts.id] = _Stored(facts, row.open_group_hash)
+    return facts
 
 
 def _add_occurrences(occurrences: dict[int, dict[str, intake_facts.OccurrenceFacts]],
@@ -193,7 +218,7 @@ def _add_occurrences(occurrences: dict[int, dict[str, intake_facts.OccurrenceFac
 
 
 def _insert(new: Mapping[str, IncidentFacts], *, session: Session, now: datetime,
-            rows: dict[int, Incident]) -> dict[str, IncidentFacts]:
+            stored: dict[int, _Stored]) -> dict[str, IncidentFacts]:
     """Insert the new incidents in one flush: every row written after refers to an id."""
     inserted = {ghash: Incident(
         key=f.key, group_key=f.group_key, group_hash=f.group_hash, open_group_hash=ghash,
@@ -206,22 +231,46 @@ def _insert(new: Mapping[str, IncidentFacts], *, session: Session, now: datetime
         session.add_all(inserted.values())
         session.flush()
     for row in inserted.values():
-        rows[row.id] = row  # type: ignore[index]
+        _keep(row, stored)
     return {ghash: replace(new[ghash], id=row.id) for ghash, row in inserted.items()}
 
 
-def _persist(plan: intake_facts.Plan, *, session: Session, now: datetime, rows: Mapping[int, Incident],
-             hand_over: timedelta | None) -> list[IngestResult]:
-    """Write the plan back: a statement per kind of row."""
+_INSERT_TIMELINE = insert(TimelineEntry.__table__)  # type: ignore[attr-defined]
+_INSERT_OCCURRENCE = insert(_OCCURRENCE)
+
+
+@cache
+def _update_incidents(columns: tuple[str, ...]) -> Any:
+    """UPDATE incident SET these columns, by id (one statement per set of columns)."""
+    return (update(_INCIDENT).where(_INCIDENT.c.id == bindparam("incident_id"))
+            .values({name: bindparam(f"new_{name}") for name in columns}))
+
+
+def _persist(plan: intake_facts.Plan, *, session: Session, now: datetime,
+             stored: Mapping[int, _Stored], hand_over: timedelta | None) -> list[IngestResult]:
+    """Write the plan back: a statement per kind of row. An incident's row is updated in
+    what changed, together with the time it last heard from an alert: one statement per
+    set of changed columns, executed for all the incidents it fits. New deliveries and
+    runs are flushed first (a handed delivery is sent by its id); the rest, which
+    nothing reads back, is written together (`write_together`)."""
+    changes: dict[int, dict[str, Any]] = {}
     for incident_id, facts in plan.incidents.items():
-        row = rows[incident_id]
+        before, values = stored[incident_id], {}
         for name in CHANGEABLE:
             value = getattr(facts, name)
-            if getattr(row, name) != value:
-                setattr(row, name, value.value if isinstance(value, IncidentState) else value)
+            if getattr(before.facts, name) != value:
+                values[name] = value.value if isinstance(value, IncidentState) else value
         open_hash = facts.group_hash if facts.state is not IncidentState.RESOLVED else None
-        if row.open_group_hash != open_hash:
-            row.open_group_hash = open_hash
+        if before.open_group_hash != open_hash:
+            values["open_group_hash"] = open_hash
+        if values:
+            changes[incident_id] = values
+    for incident_id in plan.heard_from:
+        changes.setdefault(incident_id, {})["last_alert_at"] = now
+    statements: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for incident_id, values in changes.items():
+        statements.setdefault(tuple(sorted(values)), []).append(
+            {"incident_id": incident_id, **{f"new_{k}": v for k, v in values.items()}})
     results, timeline = [], []
     for batch in plan.batches:
         result = IngestResult(opened=batch.opened, changed=batch.changed,
@@ -240,21 +289,16 @@ def _persist(plan: intake_facts.Plan, *, session: Session, now: datetime, rows: 
                                    purpose="diagnostics", params={}, requested_by="bot",
                                    created_at=now) for run in batch.runs)
         results.append(result)
-    if timeline:
-        session.execute(insert(TimelineEntry), timeline)
+    session.flush()  # deliveries (their ids: the handed ones are sent by id) and runs
     new = [{"incident_id": o.incident_id, "fingerprint": o.alert.fingerprint,
             "status": o.status, "source": o.alert.source, "labels": dict(o.alert.labels),
             "annotations": dict(o.alert.annotations), "starts_at": o.starts_at,
             "ends_at": o.ends_at, "first_seen_at": now, "last_seen_at": now,
             "repeats": o.repeats} for o in plan.occurrences if o.alert is not None]
-    if new:
-        session.execute(insert(AlertOccurrence), new)
     changed = [{"oid": o.id, "new_status": o.status, "new_starts": o.starts_at,
                 "new_ends": o.ends_at, "seen": now, "added": o.repeats}
                for o in plan.occurrences if o.id is not None]
-    if changed:
-        session.connection().execute(_WRITE_BACK, changed)
-    if plan.heard_from:  # not through the ORM: most of these incidents change in nothing else
-        session.connection().execute(_LAST_ALERT, [
-            {"incident_id": incident_id, "at": now} for incident_id in plan.heard_from])
+    write_together(session, [
+        *((_update_incidents(columns), rows) for columns, rows in statements.items()),
+        (_INSERT_TIMELINE, timeline), (_INSERT_OCCURRENCE, new), (_WRITE_BACK, changed)])
     return results

@@ -9,14 +9,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, func, insert, literal_column, or_, true, update
+from sqlalchemy import (
+    Boolean,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    or_,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from bot.domain.delivery import WAITS, PendingPage, failure_notice
 from bot.models import Delivery, Incident, RunbookRun, TimelineEntry
+from bot.store.sql import one_of, write_together
 
 _DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 _INCIDENT = Incident.__table__  # type: ignore[attr-defined]
@@ -70,15 +84,24 @@ def _due(target: str) -> Any:
             *([] if held_back is None else [~held_back]),
         )
         .order_by(col(Delivery.id))
-        .limit(bindparam("limit"))
+        .limit(bindparam(f"limit_{target}"))
     )
 
 
-_DUE = {target: _due(target) for target in TARGETS}
+@cache
+def _due_in(targets: tuple[str, ...]) -> Any:
+    """The queues of `targets` in one statement (one round trip on PostgreSQL): each
+    still read in id order up to its own limit, as a branch of a UNION ALL."""
+    if len(targets) == 1:
+        return _due(targets[0])
+    union = union_all(*(select(_due(target).subquery()) for target in targets)).subquery()
+    return select(aliased(Delivery, union))
+
+
 _LEASE = (
     update(_DELIVERY)
     .where(
-        _DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+        one_of(_DELIVERY.c.id, "ids"),
         _DELIVERY.c.state == "pending",
         _DELIVERY.c.lease_until.is_(None) | (_DELIVERY.c.lease_until < bindparam("now")),
     )
@@ -102,13 +125,16 @@ def due_deliveries(
     `limit`. A read: the caller leases what it wants with `lease_deliveries`, so
     finding nothing due takes no write lock.
     """
-    due: list[Delivery] = []
-    for target in TARGETS:
-        wanted = min(limit - len(due), (caps or {}).get(target, limit))
-        if target not in held and wanted > 0:
-            due += session.exec(_DUE[target], params={  # type: ignore[call-overload]
-                "now": now, "limit": wanted}).all()
-    return due
+    wanted = {target: min(limit, (caps or {}).get(target, limit)) for target in TARGETS
+              if target not in held}
+    targets = tuple(target for target, n in wanted.items() if n > 0)
+    if not targets:
+        return []
+    found = session.exec(_due_in(targets), params={  # type: ignore[call-overload]
+        "now": now, **{f"limit_{target}": wanted[target] for target in targets}}).all()
+    # Targets in claiming order, each in id order: the first `limit` are what reading
+    # the queues one after another, each up to what is left of the limit, would take.
+    return sorted(found, key=lambda d: (TARGETS.index(d.target), d.id))[:limit]
 
 
 def lease_deliveries(
@@ -172,13 +198,15 @@ _RUN = RunbookRun.__table__  # type: ignore[attr-defined]
 _RUN_MESSAGE = update(_RUN).where(_RUN.c.id == bindparam("run_id")).values(slack_ts=bindparam("ts"))
 
 
+_INSERT_TIMELINE = insert(TimelineEntry.__table__)  # type: ignore[attr-defined]
 _STATE_AFTER = {"sent": "sent", "failed": "failed", "expired": "failed"}
 
 
 def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datetime,
                     notify: bool = False) -> None:
-    """Record delivery attempts, a statement per kind for the whole batch: an attempt
-    that is not recorded as sent would be sent again, and these writes are frequent.
+    """Record delivery attempts, a statement per kind for the whole batch, written
+    together (`write_together`): an attempt that is not recorded as sent would be sent
+    again, and these writes are frequent.
 
     A delivery that failed for good goes on its incident's timeline; with `notify`
     (Slack is configured), a failed page or PagerDuty note is also said in the
@@ -218,13 +246,9 @@ def record_outcomes(outcomes: Sequence[Outcome], *, session: Session, now: datet
                 session.add(Delivery(incident_id=delivery.incident_id, target="slack",
                                      action="reply", payload={"text": failure_notice(detail)},
                                      created_at=now, next_attempt_at=now))
-    connection = session.connection()
-    for statement, rows in ((_FINISH, finished), (_COALESCE, coalesced),
-                            (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs)):
-        if rows:
-            connection.execute(statement, rows)
-    if timeline:
-        session.execute(insert(TimelineEntry), timeline)
+    write_together(session, [(_FINISH, finished), (_COALESCE, coalesced),
+                             (_SLACK_MESSAGE, messages), (_RUN_MESSAGE, runs),
+                             (_INSERT_TIMELINE, timeline)])
 
 
 _PENDING_PAGES = (
@@ -238,12 +262,16 @@ _PENDING_PAGES = (
 )
 _ANNOUNCED = (
     update(_DELIVERY)
-    .where(_DELIVERY.c.id.in_(bindparam("ids", expanding=True)),
+    .where(one_of(_DELIVERY.c.id, "ids"),
            _DELIVERY.c.state == "pending",
            _DELIVERY.c.alerted_at.is_(None) | (_DELIVERY.c.alerted_at <= bindparam("cutoff")))
     .values(alerted_at=bindparam("now"))
     .returning(_DELIVERY.c.id)
 )
+
+
+_ANNOUNCED_ALL = update(_DELIVERY).where(one_of(_DELIVERY.c.id, "ids")).values(
+    alerted_at=bindparam("now"))
 
 
 def pending_pages(*, session: Session, since: datetime, default_channel: str) -> list[PendingPage]:
@@ -264,8 +292,8 @@ def announce_pages(channel: str, pages: Sequence[PendingPage], text: str, *, ses
         "ids": [p.delivery_id for p in pages], "cutoff": now - repeat, "now": now}).scalars()
     if not list(taken):
         return False
-    session.connection().execute(update(_DELIVERY).where(
-        _DELIVERY.c.id.in_([p.delivery_id for p in pages])).values(alerted_at=now))
+    session.connection().execute(_ANNOUNCED_ALL, {
+        "ids": [p.delivery_id for p in pages], "now": now})
     session.add(Delivery(incident_id=None, target="slack", action="post",
                          payload={"channel": channel, "text": text}, created_at=now,
                          next_attempt_at=now))
