@@ -11,6 +11,7 @@ from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from bot.models import Delivery, Incident, RunbookRun, StepResult, TimelineEntry
+from bot.store.changes import changes_between
 
 LIST_LIMIT = 500
 
@@ -82,8 +83,8 @@ def model_summaries(*, session: Session, since: datetime) -> list[dict[str, Any]
 
 def model_changes(model: str, *, session: Session, since: datetime) -> list[dict[str, Any]]:
     """What the record knows changed about `model` since `since`, oldest first: each
-    version its alerts named for the first time, and each rollback the bot ran. The model
-    registry's own change records (alias moves) are the third kind to join here."""
+    registry alias move (MLflow's webhooks or the bot's poll), each version its alerts
+    named for the first time, and each rollback the bot ran."""
     first_seen = session.exec(
         select(Incident.version, func.min(Incident.triggered_at), func.min(Incident.id))
         .where(Incident.model == model, col(Incident.version).is_not(None))
@@ -98,6 +99,11 @@ def model_changes(model: str, *, session: Session, since: datetime) -> list[dict
     ).all()
     changes += [{"at": _iso(entry.at), "kind": "rollback", "incident": entry.incident_id,
                  "detail": entry.detail} for entry in rollbacks]
+    changes += [{"at": _iso(move.moved_at), "kind": "alias moved", "incident": None,
+                 "detail": f"{move.alias} v{move.from_version or '?'} → v{move.to_version or '(deleted)'}"
+                           + (f" by {move.author}" if move.author else "")}
+                for move in changes_between(session=session, since=since, until=datetime.max.replace(
+                    tzinfo=since.tzinfo), model=model)]
     return sorted(changes, key=lambda change: change["at"])
 
 

@@ -8,14 +8,17 @@ expiry is tested by moving the clock, not by waiting.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from bot.usecases.console import create_link
 from tests.conftest import WEBHOOK_TOKEN
@@ -238,3 +241,23 @@ def test_console_link_without_public_url_points_at_the_local_address(console_env
     assert made.stdout.startswith(f"http://127.0.0.1:{port}/console/sign-in?token=")
     checked = oncall_bot("config", "check", env={**env, "ONCALL_RUNBOOKS": str(ROOT / "runbooks")})
     assert "warning: environment: PUBLIC_URL: not set" in checked.stdout
+
+
+def test_the_model_page_shows_the_registrys_alias_moves(console_env):
+    """A signed MLflow delivery moving churn's champion is on churn's model page."""
+    secret = "mlflow-webhook-secret-for-console"
+    with served({**console_env, "MLFLOW_WEBHOOK_SECRET": secret}, clock=Clock()) as site, \
+            site.client() as http:
+        body = json.dumps({"entity": "model_version_alias", "action": "created",
+                           "timestamp": site.clock().isoformat(),
+                           "data": {"name": "churn", "alias": "champion", "version": "7"}})
+        delivery_id, stamp = str(uuid.uuid4()), str(int(site.clock().timestamp()))
+        moved = http.post("/webhooks/mlflow", content=body, headers={
+            "Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
+            "X-MLflow-Timestamp": stamp,
+            "X-MLflow-Signature": _generate_hmac_signature(secret, delivery_id, stamp, body)})
+        assert moved.status_code == 200, moved.text
+        session = session_header(sign_in(http, local(fresh_link(site), site)))
+        page = http.get("/console/models?name=churn", headers=session)
+        assert page.status_code == 200
+        assert "alias moved" in page.text and "champion v? → v7" in page.text, page.text
