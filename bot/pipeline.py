@@ -8,7 +8,7 @@ The path of an alert, each step in one module:
    resolve, promote, silence; timeline entries and the deliveries owed), and
    store/intake.py writes the plan, outbox rows included;
 3. sent: new pages are handed to the outbox's dispatcher (`Courier.take`), the rest
-   wake it (`Courier.wake`); bot/outbox.py sends them through bot/adapters/.
+   wake it (`Courier.wake`); bot/outbox/ sends them through bot/adapters/.
 
 Webhook requests that arrive while a commit is in progress are committed together
 in the next transaction (group commit): one fsync on SQLite, one round of row

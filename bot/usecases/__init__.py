@@ -6,7 +6,7 @@ session or SQL. Each use case loads through the store, lets the domain decide
 (bot/domain/: permissions, transitions, messages), persists in one transaction, and
 wakes delivery. The path of an alert: web/alerts.py parses it (bot/intake), `ingest`
 hands it to the Pipeline, which plans with domain/intake.py, persists with
-store/intake.py, and the outbox (bot/outbox.py) sends what the plan owes.
+store/intake.py, and the outbox (bot/outbox/) sends what the plan owes.
 
 | group | module | use cases |
 | --- | --- | --- |
