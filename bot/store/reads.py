@@ -67,9 +67,9 @@ def incident_for_message(incident_id: int, *,
                            params={"incident_id": incident_id}).first()
         if row is None:
             return None
-        incident, total, firing, annotations, syncs = row
-        return (incident, AlertSummary(total=total, firing=firing, annotations=annotations or {}),
-                sorted(syncs or []))
+        incident, total, firing, annotations, change_note, syncs = row
+        return (incident, AlertSummary(total=total, firing=firing, annotations=annotations or {},
+                                       change_note=change_note), sorted(syncs or []))
     syncs = pending_syncs(incident_id, session=session)
     found = incident_with_alerts(incident_id, session=session)
     return None if found is None else (found[0], found[1], syncs)
