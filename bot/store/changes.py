@@ -92,10 +92,14 @@ def changes_between(*, session: Session, since: datetime, until: datetime,
             session.exec(query.order_by(col(ModelChange.moved_at))).all()]
 
 
-def known_models(*, session: Session) -> set[str]:
-    """Models named by incidents (their alerts) or by what the registry told the bot."""
-    named = set(session.exec(select(Incident.model).distinct()).all())
-    named |= set(session.exec(select(ModelAlias.model).distinct()).all())
+def known_models(*, session: Session, alerts_since: datetime) -> set[str]:
+    """Models named by incidents opened since `alerts_since`, or that the registry said
+    an alias serves. Alert labels are attacker-written: a model named only by old alerts,
+    or one the registry does not serve, is not polled for ever."""
+    named = set(session.exec(select(Incident.model).where(
+        col(Incident.triggered_at) >= alerts_since).distinct()).all())
+    named |= set(session.exec(select(ModelAlias.model).where(
+        col(ModelAlias.version).is_not(None)).distinct()).all())
     return {m for m in named if m}
 
 

@@ -32,6 +32,8 @@ from bot.store.incidents import add_timeline
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ATTEMPTS = 3  # a concurrent first record of the alias fails ours once; then it is a move
+# Models named only by alerts are polled while they alert: this long after their last incident opened.
+POLL_ALERTS_WITHIN = timedelta(days=30)
 
 
 class _Moved(Exception):
@@ -148,8 +150,9 @@ class ModelChanges:
         reported. Returns how many were recorded."""
         if self.registry is None:
             return 0
+        since = self.clock() - POLL_ALERTS_WITHIN
         models = self.routing.named_models() | await self._read(
-            lambda s: store.known_models(session=s))
+            lambda s: store.known_models(session=s, alerts_since=since))
         recorded = 0
         for model in sorted(models):
             alias = self.routing.serving_alias(model)
