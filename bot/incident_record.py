@@ -102,8 +102,7 @@ def model_changes(model: str, *, session: Session, since: datetime) -> list[dict
     changes += [{"at": _iso(move.moved_at), "kind": "alias moved", "incident": None,
                  "detail": f"{move.alias} v{move.from_version or '?'} → v{move.to_version or '(deleted)'}"
                            + (f" by {move.author}" if move.author else "")}
-                for move in changes_between(session=session, since=since, until=datetime.max.replace(
-                    tzinfo=since.tzinfo), model=model)]
+                for move in changes_between(session=session, since=since, model=model)]
     return sorted(changes, key=lambda change: change["at"])
 
 

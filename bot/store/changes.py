@@ -80,10 +80,12 @@ def latest_change(model: str, alias: str, *, session: Session) -> Change | None:
     return as_change(row) if row else None
 
 
-def changes_between(*, session: Session, since: datetime, until: datetime,
+def changes_between(*, session: Session, since: datetime, until: datetime | None = None,
                     model: str | None = None, alias: str | None = None) -> list[Change]:
-    query = select(ModelChange).where(col(ModelChange.moved_at) >= since,
-                                      col(ModelChange.moved_at) <= until)
+    """Changes moved in [since, until] (no `until`: up to now), oldest first."""
+    query = select(ModelChange).where(col(ModelChange.moved_at) >= since)
+    if until is not None:
+        query = query.where(col(ModelChange.moved_at) <= until)
     if model is not None:
         query = query.where(ModelChange.model == model)
     if alias is not None:
